@@ -1,0 +1,1 @@
+"""The I/O shell: sockets, HTTP, subprocesses, signals, systemd. Thin; decisions live in core."""
