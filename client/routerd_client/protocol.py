@@ -174,7 +174,9 @@ class AgentInfo(msgspec.Struct, omit_defaults=True):
     version: str | None = None
 
 
-class HelloParams(msgspec.Struct, omit_defaults=True):
+class HelloParams(msgspec.Struct):
+    # Not omit_defaults: the version must always go on the wire, or a future daemon whose
+    # default is another version would take an old client for one of its own.
     protocol: tuple[int, int] = PROTOCOL_VERSION
     client: ClientInfo = msgspec.field(default_factory=ClientInfo)
     agent: AgentInfo = msgspec.field(default_factory=AgentInfo)
@@ -250,6 +252,14 @@ def decode_params(raw: bytes | msgspec.Raw, typ: type[Any]) -> Any:
     body = bytes(raw)
     if body == _EMPTY_ARRAY:
         body = _EMPTY_MAP
+    try:
+        return _decode_params(body, typ)
+    except RecursionError:
+        # msgspec raises RecursionError (not DecodeError) for very deeply nested input.
+        raise ParamsError("params are nested too deeply") from None
+
+
+def _decode_params(body: bytes, typ: type[Any]) -> Any:
     try:
         return msgspec.msgpack.decode(body, type=typ)
     except msgspec.ValidationError as first:

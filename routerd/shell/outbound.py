@@ -1,0 +1,165 @@
+"""The outbound side of one connection: a queue of encoded frames and the task that writes it.
+
+Invariants:
+
+* Frames leave in the order they were queued (a stream's events before its ``end``).
+* Writes never interleave mid-frame: the writer task (``run``) writes queued frames, and
+  ``put`` writes directly (non-blocking, whatever the kernel takes at once) only when nothing
+  is queued and the writer is not in the middle of a write.
+* ``backlog`` counts the bytes queued plus those being written; ``credit`` semaphores given
+  with a frame are released once that frame has been handed to the kernel, which is how each
+  stream's queue stays at most ``stream_queue`` frames long.
+* The reader pauses while ``backlog`` is above ``high_water`` (see ``wait_writable``), so a
+  client that writes but never reads cannot grow the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+import trio
+
+__all__ = ["Outbound", "DEFAULT_HIGH_WATER", "WRITE_CHUNK"]
+
+#: Bytes of queued output above which a connection stops reading new frames.
+DEFAULT_HIGH_WATER = 1024 * 1024
+
+#: Frames are coalesced into writes of about this size (fewer syscalls for small replies).
+WRITE_CHUNK = 64 * 1024
+
+
+class Outbound:
+    """Queue of frames for one connection, drained by :meth:`run`."""
+
+    def __init__(
+        self,
+        stream: trio.abc.SendStream,
+        high_water: int = DEFAULT_HIGH_WATER,
+        *,
+        fd: int | None = None,
+    ) -> None:
+        self._stream = stream
+        self._fd = fd  # the socket's descriptor, for the non-blocking fast path in put()
+        self._sending = False
+        self._queue: deque[tuple[bytes, trio.Semaphore | None]] = deque()
+        self._backlog = 0
+        self._high_water = high_water
+        self._low_water = high_water // 2
+        self._wake = trio.Event()
+        self._below = trio.Event()
+        self._below.set()
+        self._flushed = trio.Event()
+        self._flushed.set()
+        self._failed = False
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued or being written."""
+        return self._backlog
+
+    @property
+    def over_high_water(self) -> bool:
+        """True while the backlog is above the high-water mark (the reader should wait)."""
+        return self._backlog > self._high_water
+
+    @property
+    def failed(self) -> bool:
+        """True once a write failed (the peer is gone); later frames are dropped."""
+        return self._failed
+
+    def put(self, data: bytes, credit: trio.Semaphore | None = None) -> None:
+        """Queue one encoded frame (prefix included). Never blocks.
+
+        ``credit``, if given, was acquired by the caller and is released after the write.
+        """
+        if self._failed:
+            if credit is not None:
+                credit.release()
+            return
+        if self._fd is not None and not self._queue and not self._sending:
+            # Nothing is queued or being written, so this frame is next whoever writes it:
+            # try a non-blocking write now and save a trip through the writer task.
+            try:
+                written = os.write(self._fd, data)
+            except OSError:
+                written = 0  # EAGAIN, or a dead peer: the writer task finds out and fails
+            if written == len(data):
+                if credit is not None:
+                    credit.release()
+                return
+            data = data[written:]
+        self._queue.append((data, credit))
+        self._backlog += len(data)
+        if self._backlog > self._high_water and self._below.is_set():
+            self._below = trio.Event()
+        if self._flushed.is_set():
+            self._flushed = trio.Event()
+        self._wake.set()
+
+    async def wait_writable(self) -> None:
+        """Return once the backlog is at most the high-water mark (at once if it is)."""
+        if self._backlog > self._high_water:
+            await self._below.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def wait_flushed(self) -> None:
+        """Return once everything queued so far has been written (or writing failed)."""
+        await self._flushed.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued frames until cancelled or until a write fails (then return)."""
+        task_status.started()
+        while True:
+            while not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            chunks: list[bytes] = []
+            credits: list[trio.Semaphore] = []
+            size = 0
+            while self._queue and size < WRITE_CHUNK:
+                data, credit = self._queue.popleft()
+                chunks.append(data)
+                size += len(data)
+                if credit is not None:
+                    credits.append(credit)
+            self._sending = True
+            try:
+                await self._stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self._fail(credits)
+                return
+            finally:
+                self._sending = False
+            self._backlog -= size
+            for credit in credits:
+                credit.release()
+            self._update_events()
+
+    def close(self) -> None:
+        """The socket is about to be closed: drop everything, never write again.
+
+        (Its descriptor number may be reused by another connection at once.)
+        """
+        self._fd = None
+        self._fail([])
+
+    def _update_events(self) -> None:
+        if self._backlog <= self._low_water:
+            self._below.set()
+        if not self._queue:
+            self._flushed.set()
+
+    def _fail(self, credits: list[trio.Semaphore]) -> None:
+        """The peer is gone: drop the queue, wake every waiter, release every credit."""
+        self._failed = True
+        for credit in credits:
+            credit.release()
+        while self._queue:
+            _, queued_credit = self._queue.popleft()
+            if queued_credit is not None:
+                queued_credit.release()
+        self._backlog = 0
+        self._below.set()
+        self._flushed.set()
