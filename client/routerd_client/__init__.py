@@ -1,9 +1,24 @@
 """Client library for routerd: the wire contract, a blocking Client, and routerctl.
 
-The trio ``AsyncClient`` lives in ``routerd_client.aio`` (extra ``routerd-client[trio]``) so
-that importing this package never imports trio.
+Public surface:
+
+* :class:`Client` (blocking, standard-library sockets) and :class:`Stream`;
+* :class:`AsyncClient` (trio; extra ``routerd-client[trio]``), loaded from
+  ``routerd_client.aio`` on first use so that ``import routerd_client`` never imports trio;
+* :func:`default_socket_path`, :func:`detect_agent`;
+* the exception tree of :mod:`routerd_client.errors`;
+* the wire types in :mod:`routerd_client.protocol` and the framing in
+  :mod:`routerd_client.framing`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._conn import StreamEvent
+from ._sync import Client, Stream
+from ._version import __version__
+from .agent import detect_agent
 from .errors import (
     BadConfig,
     BadFrame,
@@ -18,6 +33,7 @@ from .errors import (
     NotFound,
     ProtocolViolation,
     RemoteError,
+    RequestTimeout,
     RouterdError,
     SlowConsumer,
     Timeout,
@@ -25,15 +41,28 @@ from .errors import (
     UnknownMethod,
     UnsupportedVersion,
 )
-from .protocol import PROTOCOL_VERSION
+from .paths import default_socket_path
+from .protocol import PROTOCOL_VERSION, AgentInfo
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .aio import AsyncClient, AsyncStream
 
 __all__ = [
     "__version__",
     "PROTOCOL_VERSION",
-    "RouterdError", "DaemonUnreachable", "ConnectionLost", "ProtocolViolation", "RemoteError",
-    "BadFrame", "FrameTooLarge", "BadRequest", "UnknownMethod", "UnsupportedVersion",
-    "NotFound", "Unavailable", "Timeout", "Busy", "Cancelled", "SlowConsumer", "Forbidden",
-    "BadConfig", "Internal",
+    "Client", "Stream", "StreamEvent", "AsyncClient", "AsyncStream",
+    "AgentInfo", "default_socket_path", "detect_agent",
+    "RouterdError", "DaemonUnreachable", "ConnectionLost", "RequestTimeout", "ProtocolViolation",
+    "RemoteError", "BadFrame", "FrameTooLarge", "BadRequest", "UnknownMethod",
+    "UnsupportedVersion", "NotFound", "Unavailable", "Timeout", "Busy", "Cancelled",
+    "SlowConsumer", "Forbidden", "BadConfig", "Internal",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: only touching AsyncClient/AsyncStream imports trio.
+    if name in ("AsyncClient", "AsyncStream"):
+        from . import aio
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,7 @@
     RouterdError
     ├── DaemonUnreachable          no daemon answers on the socket (routerctl exit 3)
     ├── ConnectionLost             the connection broke with requests in flight
+    ├── RequestTimeout             no answer within the client's timeout (a TimeoutError too)
     ├── ProtocolViolation          the daemon sent something this client cannot understand
     └── RemoteError                the daemon answered a request with an ``error`` frame
         ├── BadFrame, FrameTooLarge, BadRequest, UnknownMethod, UnsupportedVersion,
@@ -22,6 +23,7 @@ __all__ = [
     "RouterdError",
     "DaemonUnreachable",
     "ConnectionLost",
+    "RequestTimeout",
     "ProtocolViolation",
     "RemoteError",
     "BadFrame",
@@ -57,6 +59,14 @@ class DaemonUnreachable(RouterdError):
 
 class ConnectionLost(RouterdError):
     """The daemon closed the connection before a request got its final frame."""
+
+
+class RequestTimeout(RouterdError, TimeoutError):
+    """The daemon sent no final frame (or, on a stream, no next event) within the client's
+    timeout. The client has sent a ``cancel`` for the request; the connection stays usable.
+
+    Not to be confused with :class:`Timeout`, the daemon's own ``timeout`` error reply.
+    """
 
 
 class ProtocolViolation(RouterdError):
