@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# Real llama.cpp-based servers with a real small model for the integration tests: built once
+# (about 15 minutes on 2 cores) and cached outside the repository, then reused.
+./scripts/llama.sh ensure
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2
