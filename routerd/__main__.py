@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the daemon until it is told to stop; return the process exit code."""
     from routerd.shell.app import App
     from routerd.shell.config_file import find_default_config, load_config_file
+    from routerd.shell.features import install_features
     from routerd.shell.listener import SocketInUse, StartupError
 
     args = _parser().parse_args(argv)
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env=env,
         on_log_level=None if args.log_level else _set_level,
     )
+    install_features(app)
     try:
         trio.run(app.run)
     except SocketInUse as exc:

@@ -74,6 +74,11 @@ class Command(NamedTuple):
 
 _COMMANDS: list[Command] = []
 
+#: Modules (relative to this package) whose ``@command`` functions extend routerctl; each
+#: feature keeps its subcommands in its own module and adds one name here. They are imported
+#: when the parser is built and must not import trio or httpx either.
+COMMAND_MODULES: Final[tuple[str, ...]] = ()
+
 #: Help lines of command groups (the first word of a multi-word command).
 GROUPS: dict[str, str] = {"config": "work with configuration files"}
 
@@ -389,7 +394,13 @@ EPILOG: Final = (
 )
 
 
+def _load_command_modules() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _load_command_modules()
     parser = _Parser(prog="routerctl", description="Control and query the routerd daemon.",
                      epilog=EPILOG)
     _global_options(parser, suppress=False)

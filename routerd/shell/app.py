@@ -61,6 +61,9 @@ ComponentStatus = Callable[[], Any]
 #: calls ``task_status.started()`` once it can serve, then runs until cancelled.
 Service = Callable[..., Awaitable[None]]
 
+#: Called as ``hook(old_config, new_config)`` after a successful reload.
+ReloadHook = Callable[[Config, Config], None]
+
 
 class App:
     """One daemon: holds the configuration in force, counters and the method registry.
@@ -101,6 +104,7 @@ class App:
         self.server: Server | None = None
         self._components: dict[str, ComponentStatus] = {}
         self._services: list[tuple[str, Service, bool]] = []
+        self._reload_hooks: list[ReloadHook] = []
         self._reload_lock: trio.Lock | None = None
         self._shutdown: trio.Event | None = None
         self._grace_scope: trio.CancelScope | None = None
@@ -148,6 +152,16 @@ class App:
             if early is before_ready:
                 log.debug("starting service %s", name)
                 await nursery.start(run)
+
+    # --- reload hooks -------------------------------------------------------------------------
+
+    def add_reload_hook(self, hook: ReloadHook) -> None:
+        """Call ``hook(old, new)`` after each successful reload, once ``new`` is in force.
+
+        Hooks run in registration order inside the reload; they must be quick and must not
+        raise (an exception is logged and the remaining hooks still run).
+        """
+        self._reload_hooks.append(hook)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -274,13 +288,19 @@ class App:
                 notify("READY=1", env=self._env)
             new = self._keep_frozen(new)
             changed = new != self.config or path != self.config_path
-            old_level = self.config.daemon.log_level
+            old = self.config
+            old_level = old.daemon.log_level
             self.config = new
             self.config_path = path
             self.generation += 1
             self.last_reload = {"at": time.time(), "ok": True, "error": None}
             if new.daemon.log_level != old_level and self._on_log_level is not None:
                 self._on_log_level(new.daemon.log_level)
+            for hook in list(self._reload_hooks):
+                try:
+                    hook(old, new)
+                except Exception:
+                    log.exception("a reload hook failed; the new configuration stays in force")
             log.info(
                 "configuration reloaded (%s): generation %d from %s%s",
                 reason, self.generation, path or "built-in defaults",

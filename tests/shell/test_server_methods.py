@@ -200,3 +200,26 @@ async def test_reload_applies_limits_to_new_connections(start_daemon, connect, s
     assert (await old.call(2, "hello"))["result"]["max_frame_size"] == 4096
     new = await connect(app)
     assert (await new.call(1, "hello"))["result"]["max_frame_size"] == 8192
+
+
+async def test_reload_hooks_see_old_and_new_config_and_a_failing_hook_is_contained(
+    start_daemon, connect, short_tmp
+):
+    cfg = _write(Path(short_tmp) / "config.toml", "[daemon]\nmax_in_flight = 7\n")
+    app = await start_daemon(app_kwargs={"config_option": cfg})
+    seen: list[tuple[int, int]] = []
+
+    def broken(old, new):
+        raise RuntimeError("hook bug")
+
+    app.add_reload_hook(broken)
+    app.add_reload_hook(lambda old, new: seen.append((old.daemon.max_in_flight,
+                                                       new.daemon.max_in_flight)))
+    wire = await connect(app)
+    ok = await wire.call(1, "config.reload")
+    assert ok["result"]["generation"] == 2
+    assert seen == [(64, 7)]
+    # A rejected configuration calls no hook.
+    _write(cfg, "[daemon]\nmax_in_flight = 0\n")
+    assert (await wire.call(2, "config.reload"))["code"] == "bad_config"
+    assert seen == [(64, 7)]
