@@ -1,0 +1,154 @@
+"""Which workspace a request means, and whether its client may use it (no confused deputy).
+
+routerd runs Serena with its own rights on behalf of clients with theirs, so before a workspace
+is used for a client, :func:`resolve_workspace` checks with the classic permission bits, along
+the whole path from ``/``, that the client's uid (and groups) could read the workspace root and
+the file named: the rule the kernel would apply for that uid
+(``routerd.core.serena_access.may_read``). A directory no configured workspace contains becomes
+an unlisted workspace: its nearest ancestor holding ``.git`` (else itself), if it looks like a
+project and ``serena.unlisted_workspaces`` allows it.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import pwd
+import stat
+from collections.abc import Mapping
+
+import msgspec
+
+from routerd.core.config import SerenaConfig
+from routerd.core.errors import BadRequest, Forbidden, NotFound
+from routerd.core.serena_access import (
+    PathStat,
+    WorkspaceSpec,
+    find_workspace,
+    may_read,
+    may_use,
+    may_write,
+    relative_path,
+    unlisted_problem,
+)
+
+__all__ = ["Client", "Resolved", "resolve_workspace"]
+
+
+class Client(msgspec.Struct, frozen=True):
+    """Who is asking: the peer's credentials (``uid`` None: unknown, always refused)."""
+
+    uid: int | None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+
+
+class Resolved(msgspec.Struct, frozen=True):
+    spec: WorkspaceSpec
+    file: str | None  # relative to spec.path
+    writer: bool  # this client may use the writing tools here
+
+
+def resolve_workspace(client: Client, workspace: str | None, file: str | None, *,
+                      config: SerenaConfig, configured: Mapping[str, WorkspaceSpec]) -> Resolved:
+    """The workspace and file a request means, after checking ``client`` may read them.
+
+    ``configured`` maps the configured workspaces' resolved paths to their specs. Blocking
+    (file-system calls): run it in a worker thread. Raises NotFound, Forbidden or BadRequest
+    (the message says what to do).
+    """
+    if client.uid is None:
+        raise Forbidden("routerd cannot tell who is asking (no peer credentials), so it "
+                        "will not read a workspace for you")
+    base = workspace or (file if file and os.path.isabs(file) else None) or config.workspace
+    if base is None:
+        if len(configured) == 1:
+            base = next(iter(configured))
+        else:
+            raise BadRequest("name a workspace (a directory of the project)")
+    if not os.path.isabs(base):
+        raise BadRequest(f"the workspace must be an absolute path, not {base!r}")
+    real = os.path.realpath(base)
+    if not os.path.exists(real):
+        raise NotFound(f"{base} does not exist")
+    root = find_workspace(real, configured)
+    if root is not None:
+        spec = configured[root]
+    elif not config.unlisted_workspaces:
+        raise Forbidden(f"{base} is not in a configured Serena workspace "
+                        "(serena.unlisted_workspaces is false)")
+    else:
+        spec = WorkspaceSpec(path=_project_root(real), languages=tuple(config.languages))
+        problem = unlisted_problem(spec.path, _home_of(client.uid))
+        if problem is not None:
+            raise Forbidden(problem)
+    groups = _groups_of(client)
+    if not may_use(spec, client.uid):
+        raise Forbidden(f"uid {client.uid} may not use the Serena workspace {spec.path}")
+    chain = _stat_chain(spec.path)
+    if not may_read(chain, client.uid, groups):
+        raise Forbidden(f"uid {client.uid} cannot read {spec.path}")
+    rel = None
+    if file is not None:
+        full = os.path.realpath(file if os.path.isabs(file) else os.path.join(spec.path,
+                                                                               file))
+        rel = relative_path(spec.path, full)
+        if rel is None or rel == ".":
+            raise Forbidden(f"{file} is not a file inside the workspace {spec.path}")
+        if not os.path.exists(full):
+            raise NotFound(f"{file} does not exist")
+        if not may_read(_stat_chain(full), client.uid, groups):
+            raise Forbidden(f"uid {client.uid} cannot read {file}")
+    writer = may_write(spec, client.uid, owner_uid=chain[-1].uid)
+    return Resolved(spec=spec, file=rel, writer=writer)
+
+
+# --- file-system helpers -----------------------------------------------------------------------
+
+
+def _project_root(path: str) -> str:
+    """The nearest directory at or above ``path`` holding ``.git``; else ``path``'s directory."""
+    start = path if os.path.isdir(path) else os.path.dirname(path)
+    d = start
+    while True:
+        if os.path.exists(os.path.join(d, ".git")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return start
+        d = parent
+
+
+def _stat_chain(path: str) -> list[PathStat]:
+    """``os.stat`` of ``/`` and of every directory down to ``path`` (resolved), ``path`` last."""
+    parts = [p for p in path.split("/") if p]
+    out = []
+    current = "/"
+    for i in range(len(parts) + 1):
+        if i:
+            current = posixpath.join(current, parts[i - 1])
+        st = os.stat(current)
+        out.append(PathStat(mode=stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode),
+                            uid=st.st_uid, gid=st.st_gid))
+    return out
+
+
+def _home_of(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return None
+
+
+def _groups_of(client: Client) -> set[int]:
+    groups = set(client.groups)
+    if client.gid is not None:
+        groups.add(client.gid)
+    if not client.groups and client.uid is not None:
+        try:
+            pw = pwd.getpwuid(client.uid)
+            groups.update(os.getgrouplist(pw.pw_name, client.gid if client.gid is not None
+                                          else pw.pw_gid))
+        except (KeyError, OSError):
+            pass
+    return groups
