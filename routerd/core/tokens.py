@@ -18,8 +18,12 @@ Invariants:
   whatever it gets wrong for a given model.
 * Calibration scales the content estimate only; the chat-template overhead per message
   (``ROLE_OVERHEAD``) is a fixed count that calibration never touches.
-* A :class:`Calibration`'s ``scale`` always lies in ``[SCALE_MIN, SCALE_MAX]``; an observation
-  outside that ratio range, or too small to say anything, leaves the scale unchanged.
+* Calibration scales prose and code separately (a tokenizer's ratio for English rarely holds
+  for code): each observation's actual count is fitted to ``scale x prose + code_scale x code``
+  by an exponentially weighted least squares over the observations' shares, with the code
+  scale tied (weakly) to the prose scale where the observations say little about code.
+* A :class:`Calibration`'s two scales always lie in ``[SCALE_MIN, SCALE_MAX]``; an observation
+  outside that ratio range, or too small to say anything, leaves them unchanged.
 """
 
 from __future__ import annotations
@@ -44,12 +48,14 @@ __all__ = [
     "TokenizeCall",
     "resolve_family",
     "chars_per_token",
+    "estimate_parts",
     "estimate_text",
     "count_text",
     "message_overhead",
     "count_message",
     "count_messages",
     "observe_prompt",
+    "observe_text",
     "encode_calibrations",
     "decode_calibrations",
     "tokenize_request",
@@ -99,6 +105,13 @@ CALIBRATION_ALPHA: Final[float] = 0.1
 #: the current scale is rejected as an outlier (a partly cached or truncated prompt count).
 CALIBRATION_WARMUP: Final[int] = 3
 OUTLIER_FACTOR: Final[float] = 2.0
+
+#: Weight of the permanent tie between the code scale and the prose scale in every fit (a
+#: ridge term, against the about 10 observations' worth of weight the fit holds): where
+#: prompts carry a few lines of code, that code says little, and its scale stays near prose's.
+#: Measured on llama-server (bench/tokens.py): 0 lets the code scale run off, 0.1 keeps it
+#: from learning what it can.
+CODE_TIE: Final[float] = 0.02
 
 # Deleting the code symbols and comparing lengths counts them in one C-level pass per line.
 _DROP_CODE_SYMBOLS: Final = str.maketrans("", "", "{}[]();=<>|&\\$")
@@ -177,25 +190,31 @@ def _code_and_prose_bytes(text: str) -> tuple[int, int]:
     return code, total - code
 
 
-def estimate_text(text: str, family: str) -> float:
-    """Uncalibrated token estimate of ``text`` for ``family`` (a float; 0.0 for ``""``)."""
+def estimate_parts(text: str, family: str) -> tuple[float, float]:
+    """Uncalibrated token estimates of ``text``'s prose and of its code, for ``family``."""
     if not text:
-        return 0.0
+        return 0.0, 0.0
     ratio = chars_per_token(family)
     code, prose = _code_and_prose_bytes(text)
-    return prose / ratio + code / (ratio * CODE_DENSITY)
+    return prose / ratio, code / (ratio * CODE_DENSITY)
+
+
+def estimate_text(text: str, family: str) -> float:
+    """Uncalibrated token estimate of ``text`` for ``family`` (a float; 0.0 for ``""``)."""
+    prose, code = estimate_parts(text, family)
+    return prose + code
 
 
 def count_text(text: str, family: str, calib: Calibration | None = None) -> int:
-    """Tokens of ``text`` for ``family``, scaled by ``calib`` when given.
+    """Tokens of ``text`` for ``family``, its prose and code scaled by ``calib`` when given.
 
     Rounds up: 0 for the empty text, at least 1 otherwise.
     """
-    raw = estimate_text(text, family)
-    if raw == 0.0:
+    if not text:
         return 0
-    scale = calib.scale if calib is not None else 1.0
-    return max(1, math.ceil(raw * scale))
+    prose, code = estimate_parts(text, family)
+    raw = prose + code if calib is None else prose * calib.scale + code * calib.code
+    return max(1, math.ceil(raw))
 
 
 def message_overhead(role: str, name: str | None = None, tool_call_id: str | None = None) -> int:
@@ -229,43 +248,123 @@ def count_messages(
 # --- Calibration ---------------------------------------------------------------------------
 
 
+_Scale = Annotated[float, msgspec.Meta(ge=SCALE_MIN, le=SCALE_MAX)]
+# Bounds of the fit's sums: at most about 1/CALIBRATION_ALPHA observations' worth of weight,
+# each with shares <= 1 and a ratio <= SCALE_MAX; anything far beyond was not written by us.
+_Sum = Annotated[float, msgspec.Meta(ge=0.0, le=1e4)]
+_Cross = Annotated[float, msgspec.Meta(ge=-1e4, le=1e4)]
+#: The fit's state: weighted sums of prose share², prose x code share, code share², prose
+#: share x ratio, code share x ratio.
+Sums = tuple[_Sum, _Cross, _Sum, _Sum, _Sum]
+
+
+def _clamp(scale: float) -> float:
+    return min(SCALE_MAX, max(SCALE_MIN, scale))
+
+
 class Calibration(msgspec.Struct, frozen=True, kw_only=True):
-    """Learned correction for one model: actual tokens = ``scale`` x estimated tokens.
+    """Learned correction for one model: actual tokens = ``scale`` x estimated prose tokens +
+    ``code_scale`` x estimated code tokens.
 
     Immutable; :meth:`observe` returns a new value. Serialise it with msgspec (JSON or msgpack);
     decoding validates the bounds, so a tampered file fails to decode instead of skewing counts.
-    ``samples`` counts accepted observations, ``rejected`` the ignored ones.
+    ``samples`` counts accepted observations, ``rejected`` the ignored ones. ``code_scale``
+    None (a calibration written before code had a scale of its own) means ``scale``; ``sums``
+    is the fit's state (None: derived from ``scale`` and ``samples`` at the next observation).
     """
 
-    scale: Annotated[float, msgspec.Meta(ge=SCALE_MIN, le=SCALE_MAX)] = 1.0
+    scale: _Scale = 1.0
     samples: Annotated[int, msgspec.Meta(ge=0)] = 0
     rejected: Annotated[int, msgspec.Meta(ge=0)] = 0
+    code_scale: _Scale | None = None
+    sums: Sums | None = None
 
-    def observe(self, estimated: float, actual: int) -> Calibration:
+    def __post_init__(self) -> None:
+        if self.sums is not None:
+            pp, pc, cc, _, _ = self.sums
+            # Sums of squares of real observations satisfy Cauchy-Schwarz; the fit needs it.
+            if pp * cc < pc * pc * (1 - 1e-9) or pp + cc <= 0:
+                raise ValueError("calibration sums are inconsistent")
+
+    @property
+    def code(self) -> float:
+        """The scale applied to code."""
+        return self.scale if self.code_scale is None else self.code_scale
+
+    @property
+    def largest(self) -> float:
+        """The larger of the two scales (a calibrated count is at most this x the estimate)."""
+        return max(self.scale, self.code)
+
+    def observe(self, estimated: float, actual: int, *, code: float = 0.0) -> Calibration:
         """Fold in one observation: ``estimated`` uncalibrated content tokens (from
-        :func:`estimate_text`, never a calibrated count) against ``actual`` tokens the server
-        reported for the same content.
+        :func:`estimate_text`, never a calibrated count), ``code`` of them code (from
+        :func:`estimate_parts`; 0: all prose), against ``actual`` tokens the server reported
+        for the same content.
 
         Ignored (only ``rejected`` grows): an estimate below ``MIN_OBSERVED_TOKENS``, a
-        non-finite value, a non-positive count, a ratio outside ``[SCALE_MIN, SCALE_MAX]``, and
-        after warm-up a ratio more than ``OUTLIER_FACTOR`` away from the current scale. The first
-        observations weigh ``1/(n+2)`` (the prior counts as one), later ones ``CALIBRATION_ALPHA``.
+        non-finite value, a ``code`` part outside ``[0, estimated]``, a non-positive count, a
+        ratio outside ``[SCALE_MIN, SCALE_MAX]``, and after warm-up a ratio more than
+        ``OUTLIER_FACTOR`` away from what the scales predict. The scales are the least-squares
+        fit of the ratios to the prose and code shares, each observation weighing ``1/(n+2)``
+        at first (the prior counts as one) and ``CALIBRATION_ALPHA`` later.
         """
         if not (math.isfinite(estimated) and estimated >= MIN_OBSERVED_TOKENS) or actual <= 0:
+            return self._reject()
+        if not (math.isfinite(code) and 0.0 <= code <= estimated):
             return self._reject()
         ratio = actual / estimated
         if not SCALE_MIN <= ratio <= SCALE_MAX:
             return self._reject()
+        xc = code / estimated
+        xp = 1.0 - xc
+        predicted = self.scale * xp + self.code * xc
         if self.samples >= CALIBRATION_WARMUP and not (
-            self.scale / OUTLIER_FACTOR <= ratio <= self.scale * OUTLIER_FACTOR
+            predicted / OUTLIER_FACTOR <= ratio <= predicted * OUTLIER_FACTOR
         ):
             return self._reject()
-        alpha = max(CALIBRATION_ALPHA, 1.0 / (self.samples + 2))
-        scale = min(SCALE_MAX, max(SCALE_MIN, self.scale + alpha * (ratio - self.scale)))
-        return Calibration(scale=scale, samples=self.samples + 1, rejected=self.rejected)
+        # Older observations fade once the fit holds 1/alpha of them (the prior counts as one).
+        keep = 1.0 if self.samples + 2 <= 1.0 / CALIBRATION_ALPHA else 1.0 - CALIBRATION_ALPHA
+        pp, pc, cc, py, cy = self._sums()
+        sums: Sums = (
+            pp * keep + xp * xp,
+            pc * keep + xp * xc,
+            cc * keep + xc * xc,
+            py * keep + xp * ratio,
+            cy * keep + xc * ratio,
+        )
+        fit = _solve(sums)
+        if fit is None:  # pragma: no cover - the sums always hold a positive prior
+            return self._reject()
+        return Calibration(
+            scale=fit[0],
+            code_scale=fit[1],
+            samples=self.samples + 1,
+            rejected=self.rejected,
+            sums=sums,
+        )
+
+    def _sums(self) -> Sums:
+        if self.sums is not None:
+            return self.sums
+        weight = min(self.samples + 1.0, 1.0 / CALIBRATION_ALPHA)
+        if self.code_scale is None:
+            # The code scale follows the prose scale: a tie of weight one.
+            return (weight + 1.0, -1.0, 1.0, weight * self.scale, 0.0)
+        return (weight, 0.0, 1.0, weight * self.scale, self.code_scale)
 
     def _reject(self) -> Calibration:
-        return Calibration(scale=self.scale, samples=self.samples, rejected=self.rejected + 1)
+        return msgspec.structs.replace(self, rejected=self.rejected + 1)
+
+
+def _solve(sums: Sums) -> tuple[float, float] | None:
+    """The scales minimising the weighted squared error, with ``CODE_TIE``; None if singular."""
+    pp, pc, cc, py, cy = sums
+    a, b, d = pp + CODE_TIE, pc - CODE_TIE, cc + CODE_TIE
+    det = a * d - b * b
+    if not (math.isfinite(det) and det > 1e-12):
+        return None
+    return _clamp((d * py - b * cy) / det), _clamp((a * cy - b * py) / det)
 
 
 def observe_prompt(
@@ -284,14 +383,22 @@ def observe_prompt(
     truncated length. Tool schemas sent with the request inflate the count; leave such requests
     out, or accept a scale that errs high.
     """
-    content = 0.0
+    prose = code = 0.0
     overhead = REPLY_PRIMING
     for msg in msgs:
-        content += estimate_text(msg.content, family)
+        p, c = estimate_parts(msg.content, family)
+        prose += p
+        code += c
         overhead += message_overhead(msg.role, msg.name, msg.tool_call_id)
     if window is not None and prompt_tokens >= window:
         return calib._reject()
-    return calib.observe(content, prompt_tokens - overhead)
+    return calib.observe(prose + code, prompt_tokens - overhead, code=code)
+
+
+def observe_text(calib: Calibration, text: str, family: str, tokens: int) -> Calibration:
+    """Calibrate from an exact count of ``text`` (a ``/tokenize`` answer, no special tokens)."""
+    prose, code = estimate_parts(text, family)
+    return calib.observe(prose + code, tokens, code=code)
 
 
 _calibrations_decoder = msgspec.json.Decoder(dict[str, Calibration])

@@ -22,9 +22,11 @@ from routerd.core.tokens import (
     count_text,
     decode_calibrations,
     encode_calibrations,
+    estimate_parts,
     estimate_text,
     message_overhead,
     observe_prompt,
+    observe_text,
     parse_tokenize_response,
     resolve_family,
     tokenize_request,
@@ -191,6 +193,77 @@ def test_observe_prompt_subtracts_overhead_and_skips_truncated_counts() -> None:
     assert truncated.scale == 1.0 and truncated.rejected == 1
 
 
+def test_code_and_prose_scale_separately() -> None:
+    calib = Calibration(scale=1.0, code_scale=2.0)
+    assert count_text(PROSE, "qwen", calib) == count_text(PROSE, "qwen")
+    assert count_text(CODE, "qwen", calib) == pytest.approx(2 * count_text(CODE, "qwen"), abs=1)
+    assert calib.largest == 2.0
+
+
+@given(
+    st.floats(0.5, 2.0),
+    st.floats(0.7, 1.6),
+    st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=30, deadline=None)
+def test_calibration_converges_on_mixed_prose_and_code(
+    prose_ratio: float, code_factor: float, seed: int
+) -> None:
+    """Prompts with varying shares of code: both scales find their own ratio, which one scale
+    for both cannot (it fits the average mix, and misses any other)."""
+    code_ratio = prose_ratio * code_factor
+    rng = random.Random(seed)
+    calib = Calibration()
+    for _ in range(300):
+        estimated = rng.uniform(100, 5000)
+        code = estimated * rng.uniform(0.0, 0.9)
+        actual = (estimated - code) * prose_ratio + code * code_ratio
+        calib = calib.observe(estimated, round(actual * rng.uniform(0.95, 1.05)), code=code)
+    assert calib.scale == pytest.approx(prose_ratio, rel=0.08)
+    assert calib.code == pytest.approx(code_ratio, rel=0.08)
+    assert calib.samples == 300
+    # What it learnt counts a text of either kind within a few percent.
+    for text in (PROSE * 3, CODE * 3):
+        prose, code = estimate_parts(text, "qwen")
+        true = prose * prose_ratio + code * code_ratio
+        assert count_text(text, "qwen", calib) == pytest.approx(true, rel=0.1)
+
+
+def test_code_follows_prose_when_observations_hold_no_code() -> None:
+    calib = Calibration()
+    for _ in range(40):
+        calib = calib.observe(1000, 1300)
+    assert calib.scale == pytest.approx(1.3, abs=0.01)
+    assert calib.code == pytest.approx(1.3, abs=0.05)
+
+
+def test_observe_prompt_and_observe_text_split_code_from_prose() -> None:
+    msgs = [Message("system", PROSE), Message("user", CODE * 3)]
+    overhead = sum(message_overhead(m.role) for m in msgs) + REPLY_PRIMING
+    truth = Calibration(scale=0.9, code_scale=1.4)
+    calib = Calibration()
+    for _ in range(60):
+        calib = observe_prompt(calib, msgs, "qwen", count_messages(msgs, "qwen", truth))
+        calib = observe_text(calib, PROSE * 2, "qwen", count_text(PROSE * 2, "qwen", truth))
+    assert calib.scale == pytest.approx(0.9, abs=0.03)
+    assert calib.code == pytest.approx(1.4, abs=0.05)
+    assert count_messages(msgs, "qwen", calib) == pytest.approx(
+        count_messages(msgs, "qwen", truth), rel=0.02
+    )
+    assert overhead < count_messages(msgs, "qwen", calib)
+
+
+def test_calibrations_written_before_code_scales_still_load_and_learn_on() -> None:
+    (old,) = decode_calibrations(b'{"m": {"scale": 1.2, "samples": 40, "rejected": 1}}').values()
+    assert old.code == old.scale == 1.2
+    assert count_text(CODE, "qwen", old) == count_text(CODE, "qwen", Calibration(scale=1.2))
+    # It goes on from what it knew: one more observation moves it by a tenth, not half.
+    after = old.observe(1000, 1000)
+    assert after.scale == pytest.approx(1.2 + 0.1 * (1.0 - 1.2), abs=0.01)
+    assert after.samples == 41 and after.rejected == 1
+    assert decode_calibrations(encode_calibrations({"m": after})) == {"m": after}
+
+
 def test_calibrations_round_trip_and_reject_tampering() -> None:
     table = {"qwen2.5-coder:7b": Calibration(scale=1.2, samples=4, rejected=1)}
     assert decode_calibrations(encode_calibrations(table)) == table
@@ -198,6 +271,10 @@ def test_calibrations_round_trip_and_reject_tampering() -> None:
         decode_calibrations(b'{"m": {"scale": 100.0}}')
     with pytest.raises(msgspec.DecodeError):
         decode_calibrations(b"not json")
+    with pytest.raises(msgspec.ValidationError):  # sums no observations can add up to
+        decode_calibrations(b'{"m": {"scale": 1.0, "sums": [1.0, 5.0, 1.0, 1.0, 1.0]}}')
+    with pytest.raises(msgspec.ValidationError):
+        decode_calibrations(b'{"m": {"scale": 1.0, "code_scale": 9.0}}')
 
 
 # --- Tokenize endpoints --------------------------------------------------------------------
