@@ -29,6 +29,7 @@ from _classify_eval import (
     load_split,
     macro_f1,
 )
+from _figures import record
 from seed_classifier import seed_classify
 
 from routerd.core.classify import classify
@@ -89,6 +90,9 @@ def main(argv: list[str]) -> int:
     for name, fn in (("routerd", classify), ("seed", seed_classify)):
         wall, cpu = throughput(fn, texts, rounds)
         print(f"{name:<8} {wall:>10,.0f}/s wall   {cpu:>10,.0f}/s cpu")
+        if name == "routerd":
+            record("classifications per second (cpu)", cpu, "/s", target=100_000,
+                   better="higher")
     print("target: routerd >= 100,000/s")
 
     log = pasted_log()
@@ -110,6 +114,7 @@ def main(argv: list[str]) -> int:
     )
     print(f"seed     {seed_time * 1e3:.1f} ms -> {seed_result[0]}")
     print("target: routerd < 5 ms")
+    record("1 MB pasted log", best * 1e3, "ms", target=5.0, latency=True)
 
     print(f"\n== held-out part ({len(held)} requests; never used for tuning) ==")
     gold = [items[i].label for i in held]
@@ -134,6 +139,8 @@ def main(argv: list[str]) -> int:
             f"Serena decision accuracy {serena_acc:.3f}"
         )
         print(format_confusion(confusion(gold, pred)))
+        if name == "routerd":
+            record("held-out accuracy", accuracy(gold, pred) * 100, "%", better="higher")
     low = sum(c.low_confidence for c in ours)
     print(f"\nrouterd fell back to the default (coding) on {low} of {len(held)} held-out requests")
     return 0

@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from _figures import record
+
 from routerd_client import Client, DaemonUnreachable
 
 P50_TARGET = 1.5
@@ -247,7 +249,12 @@ def main() -> int:
         print(f"{'ratio':<10} {conns:>5} {r50:>8.2f}x {r99:>8.2f}x {rrps:>8.2f}x   "
               f"target p50 <= {P50_TARGET}x: {_verdict(r50 <= P50_TARGET)}, "
               f"p99 <= {P99_TARGET}x: {_verdict(r99 <= P99_TARGET)}")
+        each = f"{conns} connection{'s' if conns > 1 else ''}"
+        record(f"ping p50, {each}", d.p50, "us", target=e.p50 * P50_TARGET, latency=True)
+        record(f"ping p99, {each}", d.p99, "us", target=e.p99 * P99_TARGET, latency=True)
+        record(f"pings per second, {each}", d.rps, "/s", better="higher")
     med = statistics.median(wall)
+    record("routerctl status wall time", med, "ms", target=ROUTERCTL_TARGET_MS, latency=True)
     print(f"routerctl status wall time: median {med:.0f} ms over {len(wall)} runs "
           f"(min {min(wall):.0f}, max {max(wall):.0f}); target < {ROUTERCTL_TARGET_MS:.0f} ms: "
           f"{_verdict(med < ROUTERCTL_TARGET_MS)}")

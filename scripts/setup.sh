@@ -10,8 +10,10 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; th
     exit 1
 fi
 
-# systemd-python builds from source against libsystemd.
-apt_pkgs=(libsystemd-dev pkg-config gcc)
+# systemd-python builds from source against libsystemd; systemd brings systemd-analyze and
+# systemd-socket-activate for the service tests; python3.11 is what the .deb's venv runs on;
+# neovim runs the Lua client's tests.
+apt_pkgs=(libsystemd-dev pkg-config gcc systemd python3.11 neovim)
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
     for p in "${apt_pkgs[@]}"; do

@@ -7,10 +7,23 @@ cd "$(dirname "$0")/.."
 # Real llama.cpp-based servers with a real small model for the integration tests: built once
 # (about 15 minutes on 2 cores) and cached outside the repository, then reused.
 ./scripts/llama.sh ensure
+# The real Serena (serena-agent) with an offline language server, in its own cached venv.
+./scripts/serena.sh ensure
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2
 .venv/bin/mypy
+echo "== mypy (win32: the named-pipe transport)" >&2
+.venv/bin/mypy --platform win32 --strict routerd/shell/winpipe.py routerd/shell/transport.py \
+    routerd/shell/app.py client/routerd_client/trio_pipe.py client/routerd_client/aio.py \
+    client/routerd_client/_sync.py client/routerd_client/_pipe.py client/routerd_client/paths.py
+echo "== packages" >&2
+./packaging/test-bundle.sh
+if [ "$(id -u)" -eq 0 ]; then
+    ./packaging/test-deb.sh
+else
+    echo "test.sh: skipping packaging/test-deb.sh (it installs a .deb: needs root)" >&2
+fi
 echo "== pytest" >&2
 set +e
 .venv/bin/python -m pytest "$@"

@@ -8,6 +8,7 @@ their reader asks for them.
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from ._conn import (
     StreamEnd,
     StreamEvent,
 )
+from ._pipe import PIPE_PREFIX, Transport, connect_pipe, describe_pipe_error, is_pipe_name
 from ._version import __version__
 from .agent import detect_agent
 from .errors import (
@@ -117,7 +119,7 @@ class Client:
         self.connection_errors: deque[RemoteError] = deque(maxlen=16)
         self._conn = ClientConnection()
         self._inbox: dict[int, deque[ConnEvent]] = {}
-        self._sock: socket.socket | None = self._connect()
+        self._sock: Transport | None = self._connect()
         if hello:
             try:
                 self.hello()
@@ -125,8 +127,15 @@ class Client:
                 self.close()
                 raise
 
-    def _connect(self) -> socket.socket:
-        if not hasattr(socket, "AF_UNIX"):  # pragma: no cover - Windows (named pipe: planned)
+    def _connect(self) -> Transport:
+        if sys.platform == "win32":  # pragma: no cover - not yet run on Windows (operations.md)
+            if not is_pipe_name(self.path):
+                raise DaemonUnreachable(self.path, f"not a named pipe ({PIPE_PREFIX}NAME)")
+            try:
+                return connect_pipe(self.path, self.timeout)
+            except OSError as exc:
+                raise DaemonUnreachable(self.path, describe_pipe_error(exc)) from None
+        if not hasattr(socket, "AF_UNIX"):  # pragma: no cover
             raise DaemonUnreachable(self.path, "Unix sockets are not available on this system")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -12,14 +12,19 @@ tasks can share one client: their requests run concurrently on the one connectio
             async for event in events:
                 ...
 
-This is the only module of the package that imports trio.
+On Windows the connection is the named pipe ``\\\\.\\pipe\\routerd``
+(:mod:`routerd_client.trio_pipe`); elsewhere the Unix socket. ``opener`` replaces that choice.
+
+This module and :mod:`~routerd_client.trio_pipe` are the only ones of the package that import
+trio.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -36,6 +41,7 @@ from ._conn import (
     StreamEnd,
     StreamEvent,
 )
+from ._pipe import describe_pipe_error
 from ._sync import _DEFAULT, DEFAULT_TIMEOUT, _Default, _streaming_error, typed_result
 from ._version import __version__
 from .agent import detect_agent
@@ -46,7 +52,7 @@ from .errors import (
     RemoteError,
     RequestTimeout,
 )
-from .paths import default_socket_path, describe_connect_error
+from .paths import default_socket_path, describe_connect_error, is_pipe_name
 from .protocol import (
     PROTOCOL_VERSION,
     AgentInfo,
@@ -58,7 +64,7 @@ from .protocol import (
     StatusResult,
 )
 
-__all__ = ["AsyncClient", "AsyncStream"]
+__all__ = ["AsyncClient", "AsyncStream", "StreamOpener", "default_opener"]
 
 T = TypeVar("T")
 
@@ -68,15 +74,35 @@ _WRITE_TIMEOUT: Final = 30.0
 
 _FINAL = (Reply, ErrorReply, StreamEnd)
 
+#: Opens a connection to routerd at an address (a socket path or a pipe name).
+StreamOpener = Callable[[str], Awaitable[trio.abc.Stream]]
+
+
+def default_opener(platform: str = sys.platform) -> StreamOpener:
+    """How :class:`AsyncClient` connects on ``platform``: the named pipe on Windows
+    (:func:`~routerd_client.trio_pipe.open_pipe_stream`), the Unix socket elsewhere."""
+    if platform == "win32":
+        from .trio_pipe import open_pipe_stream
+
+        return open_pipe_stream
+    return trio.open_unix_socket
+
+
+def _describe(path: str, exc: OSError) -> str:
+    if is_pipe_name(path):
+        return describe_pipe_error(exc)
+    return describe_connect_error(path, exc)
+
 
 class AsyncClient:
     """A trio connection to routerd. Use it with ``async with``, which connects, starts the
     reader task, and sends ``hello`` unless ``hello`` is false; leaving the block closes the
     connection (the daemon cancels what is still in flight).
 
-    Parameters as for :class:`~routerd_client.Client`. ``async with`` raises
-    :class:`DaemonUnreachable` when nothing accepts the connection. Enter and leave it in the
-    same task (it holds a nursery); a client is entered once.
+    Parameters as for :class:`~routerd_client.Client`, plus ``opener``: how to connect
+    (default: :func:`default_opener`). ``async with`` raises :class:`DaemonUnreachable` when
+    nothing accepts the connection. Enter and leave it in the same task (it holds a nursery); a
+    client is entered once.
     """
 
     def __init__(
@@ -88,9 +114,11 @@ class AsyncClient:
         client_version: str = __version__,
         agent: AgentInfo | None = None,
         hello: bool = True,
+        opener: StreamOpener | None = None,
     ) -> None:
         self.path: str = path if path is not None else default_socket_path()
         self.timeout = timeout
+        self._opener = opener if opener is not None else default_opener()
         self.client_info = ClientInfo(name=client_name, version=client_version)
         self.agent = agent
         self.hello_result: HelloResult | None = None
@@ -99,7 +127,7 @@ class AsyncClient:
         self._conn = ClientConnection()
         self._waiters: dict[int, trio.MemorySendChannel[ConnEvent]] = {}
         self._send_lock = trio.Lock()
-        self._stream: trio.SocketStream | None = None
+        self._stream: trio.abc.Stream | None = None
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
         self._entered = False
@@ -135,14 +163,14 @@ class AsyncClient:
     def closed(self) -> bool:
         return self._closing or self._conn.closed
 
-    async def _connect(self) -> trio.SocketStream:
+    async def _connect(self) -> trio.abc.Stream:
         try:
             with trio.fail_after(math.inf if self.timeout is None else self.timeout):
-                return await trio.open_unix_socket(self.path)
+                return await self._opener(self.path)
         except trio.TooSlowError:
             raise DaemonUnreachable(self.path, "timed out connecting") from None
         except OSError as exc:
-            raise DaemonUnreachable(self.path, describe_connect_error(self.path, exc)) from None
+            raise DaemonUnreachable(self.path, _describe(self.path, exc)) from None
         except RuntimeError as exc:  # pragma: no cover - no AF_UNIX on this platform
             raise DaemonUnreachable(self.path, str(exc)) from None
 
@@ -314,7 +342,7 @@ class AsyncClient:
         except ConnectionLost:
             pass
 
-    async def _reader(self, stream: trio.SocketStream) -> None:
+    async def _reader(self, stream: trio.abc.Stream) -> None:
         while not self._conn.closed:
             try:
                 data = await stream.receive_some(_RECV_SIZE)

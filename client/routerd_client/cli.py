@@ -77,7 +77,10 @@ _COMMANDS: list[Command] = []
 #: Modules (relative to this package) whose ``@command`` functions extend routerctl; each
 #: feature keeps its subcommands in its own module and adds one name here. They are imported
 #: when the parser is built and must not import trio or httpx either.
-COMMAND_MODULES: Final[tuple[str, ...]] = ()
+COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "cli_services", "cli_serena", "cli_security", "cli_route", "cli_sessions", "cli_stats",
+    "cli_top",
+)
 
 #: Help lines of command groups (the first word of a multi-word command).
 GROUPS: dict[str, str] = {"config": "work with configuration files"}
@@ -485,4 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module: the command modules register their commands
+    # there (``from .cli import command``), not on ``__main__``.
+    from routerd_client.cli import main as _main
+
+    sys.exit(_main())

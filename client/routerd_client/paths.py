@@ -9,12 +9,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from typing import Final
+
+from ._pipe import DEFAULT_PIPE, is_pipe_name
 
 __all__ = [
     "SOCKET_ENV",
     "SYSTEM_SOCKET",
+    "DEFAULT_PIPE",
+    "is_pipe_name",
     "user_socket_path",
     "default_socket_path",
     "describe_connect_error",
@@ -40,6 +45,7 @@ def default_socket_path(
     env: Mapping[str, str] | None = None,
     *,
     exists: Callable[[str], bool] = os.path.exists,
+    platform: str = sys.platform,
 ) -> str:
     """Return the socket path a client should use when none was given.
 
@@ -47,6 +53,9 @@ def default_socket_path(
     system socket (``/run/routerd/routerd.sock``) if it exists; the per-user path if
     ``XDG_RUNTIME_DIR`` is set; else the system path. So a running daemon is found whichever
     way it was started, and with none running the error names the most likely path.
+
+    On Windows (``platform`` ``"win32"``) routerd serves a named pipe: ``$ROUTERD_SOCKET`` or
+    ``\\\\.\\pipe\\routerd``.
 
     ``env`` defaults to ``os.environ``; ``exists`` is the existence test (a parameter so tests
     need no real files).
@@ -56,6 +65,8 @@ def default_socket_path(
     explicit = env.get(SOCKET_ENV, "")
     if explicit:
         return explicit
+    if platform == "win32":
+        return DEFAULT_PIPE
     user = user_socket_path(env)
     if user is not None and exists(user):
         return user

@@ -45,6 +45,31 @@ __all__ = [
     "PingResult",
     "StatusResult",
     "ReloadResult",
+    "SERVICE_STATES",
+    "ServiceInfo",
+    "ModelInfo",
+    "ServicesListResult",
+    "ModelsListParams",
+    "ModelsListResult",
+    "SubscribeParams",
+    "ServiceChange",
+    "ServiceRemoved",
+    "ModelsChange",
+    "EventsSnapshot",
+    "AuditTailParams",
+    "AuditLine",
+    "AuditVerifyParams",
+    "AuditMatch",
+    "AuditVerifyResult",
+    "ChainProblemInfo",
+    "AuditChainResult",
+    "VerifyParams",
+    "CHECKSUM_STATES",
+    "ChecksumInfo",
+    "VerifyResult",
+    "DOCTOR_STATES",
+    "DoctorCheck",
+    "DoctorResult",
     "EmptyParams",
     "encode",
     "decode_daemon_message",
@@ -216,6 +241,215 @@ class ReloadResult(msgspec.Struct):
     generation: int
     config_path: str | None
     changed: bool
+
+
+# --- Services and models: services.list, models.list, events.subscribe ------------------------
+
+#: States a model server can be in (``ServiceInfo.state``). ``blocked``: the egress policy
+#: refuses the address, so it is not probed until the configuration is reloaded.
+SERVICE_STATES: Final[tuple[str, ...]] = (
+    "unknown", "online", "loading", "busy", "degraded", "offline", "unauthorized", "foreign",
+    "blocked",
+)  # fmt: skip
+
+
+class ServiceInfo(msgspec.Struct, omit_defaults=True):
+    """One probed model server address, as the daemon sees it now.
+
+    ``kind`` is what answered (``None`` until identified); ``candidates`` the kinds configured
+    for the address (``["custom"]`` for a custom endpoint). Times are epoch seconds.
+    """
+
+    name: str
+    endpoint: str
+    state: str
+    kind: str | None = None
+    candidates: list[str] = []
+    reason: str = ""
+    since: float | None = None
+    latency_ms: float | None = None
+    version: str | None = None
+    models: int = 0
+    loaded_models: list[str] = []
+    busy_slots: int | None = None
+    total_slots: int | None = None
+    last_error: str | None = None
+    last_ok: float | None = None
+    next_probe_at: float | None = None
+    priority: int = 0
+    group: str | None = None
+
+
+class ModelInfo(msgspec.Struct, omit_defaults=True):
+    """One model a service offers. ``None`` means the server did not say.
+
+    ``context_source`` says where ``context_length`` came from: ``server``, ``name`` (read in
+    the model's name) or ``default``. ``available``: its service takes requests now.
+    """
+
+    id: str
+    service: str
+    kind: str | None = None
+    available: bool = False
+    context_length: int | None = None
+    context_source: str | None = None
+    max_context_length: int | None = None
+    loaded: bool | None = None
+    capabilities: list[str] = []
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    size_bytes: int | None = None
+    size_vram: int | None = None
+    expires_at: float | None = None
+    group: str | None = None
+
+
+class ServicesListResult(msgspec.Struct):
+    services: list[ServiceInfo]
+    summary: str = ""
+
+
+class ModelsListParams(msgspec.Struct, omit_defaults=True):
+    service: str | None = None  # only this service's models
+    available: bool = False  # only models whose service takes requests now
+
+
+class ModelsListResult(msgspec.Struct):
+    models: list[ModelInfo]
+
+
+class SubscribeParams(msgspec.Struct, omit_defaults=True):
+    snapshot: bool = True  # first send one ``snapshot`` event with every service and model
+
+
+class ServiceChange(msgspec.Struct, omit_defaults=True):
+    """Data of the ``service`` event: a service changed state or identity, or appeared
+    (``previous`` is ``None``)."""
+
+    service: ServiceInfo
+    previous: str | None = None
+
+
+class ServiceRemoved(msgspec.Struct):
+    """Data of the ``service.removed`` event (a reload removed the address)."""
+
+    name: str
+
+
+class ModelsChange(msgspec.Struct, omit_defaults=True):
+    """Data of the ``models`` event: ids added, removed or changed on one service, and the
+    service's whole list now."""
+
+    service: str
+    added: list[str] = []
+    removed: list[str] = []
+    changed: list[str] = []
+    models: list[ModelInfo] = []
+
+
+class EventsSnapshot(msgspec.Struct):
+    """Data of the ``snapshot`` event."""
+
+    services: list[ServiceInfo]
+    models: list[ModelInfo]
+
+
+# --- Security: audit.tail, audit.verify, audit.verify_chain, verify, doctor -------------------
+
+
+class AuditTailParams(msgspec.Struct, omit_defaults=True):
+    """``audit.tail``: the last ``lines`` lines, then (``follow``) each new one as written."""
+
+    lines: int = 10
+    follow: bool = False
+
+
+class AuditLine(msgspec.Struct):
+    """Data of an ``audit.tail`` ``line`` event: one audit log line as written (JSON text)."""
+
+    line: str
+
+
+class AuditVerifyParams(msgspec.Struct):
+    text: str  # is this exact text (a query or response) in the log, by its keyed hash?
+
+
+class AuditMatch(msgspec.Struct, omit_defaults=True):
+    file: str
+    line: int
+    seq: int
+    timestamp: str
+    event_type: str
+    field: str  # "query" or "response"
+    session_id: str | None = None
+    model: str | None = None
+    service: str | None = None
+    uid: int | None = None
+    agent: str | None = None
+
+
+class AuditVerifyResult(msgspec.Struct):
+    hash: str  # the keyed hash of the text, as the log would hold it
+    matches: list[AuditMatch]
+
+
+class ChainProblemInfo(msgspec.Struct):
+    file: str
+    line: int
+    seq: int | None
+    problem: str
+
+
+class AuditChainResult(msgspec.Struct):
+    """``audit.verify_chain``: ``ok`` if every line verifies and none is missing."""
+
+    ok: bool
+    lines: int
+    first_seq: int | None
+    last_seq: int | None
+    anchored: bool  # the chain starts at seq 1 (no file removed by retention)
+    files: list[str]
+    problems: list[ChainProblemInfo]
+
+
+class VerifyParams(msgspec.Struct, omit_defaults=True):
+    models: list[str] = []  # only the files of these models; [] means every known file
+
+
+#: ``ChecksumInfo.status`` values.
+CHECKSUM_STATES: Final[tuple[str, ...]] = ("ok", "mismatch", "missing", "error")
+
+
+class ChecksumInfo(msgspec.Struct, omit_defaults=True):
+    path: str
+    status: str  # one of CHECKSUM_STATES
+    source: str  # "ollama" (content-addressed blob) or "config" (security.model_checksums)
+    expected: str = ""
+    actual: str | None = None
+    models: list[str] = []
+    detail: str = ""
+
+
+class VerifyResult(msgspec.Struct):
+    ok: bool
+    files: list[ChecksumInfo]
+    blocked_models: list[str]  # not routed to while security.verify_checksums is on
+
+
+#: ``DoctorCheck.status`` values: ``unknown`` means "cannot tell from here".
+DOCTOR_STATES: Final[tuple[str, ...]] = ("pass", "fail", "unknown")
+
+
+class DoctorCheck(msgspec.Struct, omit_defaults=True):
+    name: str
+    status: str  # one of DOCTOR_STATES
+    detail: str = ""
+    fix: str = ""  # what to do when it is not "pass"
+
+
+class DoctorResult(msgspec.Struct):
+    checks: list[DoctorCheck]
 
 
 # --- Encoding helpers --------------------------------------------------------------------------

@@ -9,14 +9,19 @@ Invariants:
 
 * :func:`validate_config` returns ``None`` or raises ``ConfigError`` for the *first* problem,
   in document order, with the exact path of the offending value.
-* It is pure: no name resolution, no file or environment access. Whether a configured endpoint
-  is inside the allowed hosts is the security module's decision at run time, not checked here.
+* It is pure: no name resolution, no file or environment access.
+* Every configured endpoint must pass the egress policy (``routerd.core.egress``) as far as
+  can be told without DNS: a literal IP must lie in an allowed network and a host name must be
+  listed in ``security.allowed_hosts``. Where a listed name resolves is checked at first use,
+  by the egress transport. This check runs after the ``security`` section is validated, so an
+  endpoint is reported after a bad ``allowed_hosts`` entry even though it comes first.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import posixpath
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -24,12 +29,16 @@ from urllib.parse import urlsplit
 
 from routerd.core.catalog import CATEGORIES
 from routerd.core.config_text import ConfigError, DocPath, format_path
+from routerd.core.egress import check_url, literal_address, policy_from_config
+from routerd.core.fronts.guard import http_problem
+from routerd.core.serena_access import NEVER_TOOLS, WRITE_TOOLS
 
 if TYPE_CHECKING:
-    from routerd.core.config import Config, CustomEndpointConfig, ServiceConfig
+    from routerd.core.config import ClientRule, Config, CustomEndpointConfig, ServiceConfig
 
 __all__ = [
     "API_STYLES",
+    "AUDIT_QUEUE_FULL",
     "CONTEXT_FORMATS",
     "ENVIRONMENTS",
     "LOG_LEVELS",
@@ -43,6 +52,7 @@ __all__ = [
     "host_problem",
     "cidr_problem",
     "url_problem",
+    "endpoint_refusal",
 ]
 
 #: Configuration format versions this build reads.
@@ -65,6 +75,8 @@ TASK_CATEGORIES: Final = CATEGORIES
 SERENA_PRIORITIES: Final = ("always_first", "on_demand")
 CONTEXT_FORMATS: Final = ("openai", "anthropic", "qwen")
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
+#: ``security.audit_queue_full``: wait for room (``block``), or drop and count (``drop``).
+AUDIT_QUEUE_FULL: Final = ("block", "drop")
 LOOPBACK_CIDRS: Final = ("127.0.0.0/8", "::1/128")
 
 _MIN_FRAME = 1024
@@ -77,6 +89,8 @@ _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
+_GO_DURATION = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?(?:ns|us|µs|ms|s|m|h))+\Z")
 
 
 def validate_config(config: Config, *, source: str = "<string>") -> None:
@@ -120,6 +134,19 @@ def host_problem(text: str) -> str | None:
             "network such as '192.168.0.0/16'"
         )
     return None
+
+
+def endpoint_refusal(url: str, reason: str) -> str:
+    """The message for an endpoint the egress policy refuses, saying what would allow it."""
+    host = urlsplit(url).hostname or ""
+    if literal_address(host) is not None:
+        fix = f"add {host!r} or its network to security.allowed_cidrs"
+    else:
+        fix = (
+            f"add {host!r} to security.allowed_hosts and the network it resolves to "
+            "to security.allowed_cidrs"
+        )
+    return f"{url} is outside the egress allowlist: {reason}; to allow it, {fix}"
 
 
 def url_problem(url: str) -> str | None:
@@ -176,7 +203,14 @@ class _Checker:
                     self.non_empty(("task_routing", category, field, i), model)
         self.serena(c)
         self.context(c)
+        self.sessions(c)
         self.security(c)
+        self.egress(c)
+        self.discovery(c)
+        self.routing(c)
+        http = http_problem(c.http)
+        if http is not None:
+            self.fail(("http", *http[0]), http[1])
         if c.environment == "air-gapped" and c.security.allow_external:
             self.fail(
                 ("security", "allow_external"),
@@ -193,6 +227,8 @@ class _Checker:
                 self.one_of(
                     ("agents", name, "context_format"), agent.context_format, CONTEXT_FORMATS
                 )
+            for i, model in enumerate(agent.preferred_models):
+                self.non_empty(("agents", name, "preferred_models", i), model)
 
     def daemon(self, c: Config) -> None:
         d = c.daemon
@@ -278,8 +314,48 @@ class _Checker:
         s = c.serena
         self.one_of(("serena", "priority"), s.priority, SERENA_PRIORITIES)
         self.non_empty(("serena", "workspace"), s.workspace)
+        seen: dict[str, DocPath] = {}
+        if s.workspace:
+            seen[posixpath.normpath(s.workspace)] = ("serena", "workspace")
         for i, w in enumerate(s.workspaces):
-            self.non_empty(("serena", "workspaces", i), w)
+            path: DocPath = ("serena", "workspaces", i)
+            if not isinstance(w, str):
+                path = (*path, "path")
+                for j, lang in enumerate(w.languages):
+                    self.non_empty(("serena", "workspaces", i, "languages", j), lang)
+            where = w if isinstance(w, str) else w.path
+            self.non_empty(path, where)
+            key = posixpath.normpath(where)
+            if key in seen:
+                self.fail(path, f"{where!r} is already listed at {format_path(seen[key])}")
+            seen[key] = path
+        if not s.languages:
+            self.fail(("serena", "languages"), "must name at least one Serena language key")
+        for i, lang in enumerate(s.languages):
+            self.non_empty(("serena", "languages", i), lang)
+        self.non_empty(("serena", "home"), s.home)
+        for name in ("start_timeout", "call_timeout", "ping_interval", "ping_timeout",
+                     "backoff_initial", "backoff_max", "context_timeout"):
+            value = getattr(s, name)
+            if not (math.isfinite(value) and value > 0):
+                self.fail(("serena", name), f"must be more than 0 seconds ({value} given)")
+        if not (math.isfinite(s.idle_timeout) and s.idle_timeout >= 0):
+            self.fail(("serena", "idle_timeout"),
+                      f"must be zero (never) or more seconds ({s.idle_timeout} given)")
+        if s.ping_timeout > s.ping_interval:
+            self.fail(("serena", "ping_timeout"),
+                      f"must not exceed ping_interval ({s.ping_interval:g} s)")
+        if s.backoff_max < s.backoff_initial:
+            self.fail(("serena", "backoff_max"),
+                      f"must be at least backoff_initial ({s.backoff_initial:g} s)")
+        for field in ("read_tools", "write_tools"):
+            for i, tool in enumerate(getattr(s, field)):
+                self.non_empty(("serena", field, i), tool)
+                if tool in NEVER_TOOLS:
+                    self.fail(("serena", field, i), f"{tool!r} is never offered to clients")
+                if field == "read_tools" and tool in WRITE_TOOLS:
+                    self.fail(("serena", field, i),
+                              f"{tool!r} changes files: list it in serena.write_tools")
         if not s.command:
             self.fail(("serena", "command"), "must name the program to run")
         for i, arg in enumerate(s.command):
@@ -300,6 +376,78 @@ class _Checker:
                 f"must be > 0 and below compaction_threshold ({t}); {g} given",
             )
 
+    def sessions(self, c: Config) -> None:
+        s = c.sessions
+        if not (math.isfinite(s.idle_expiry) and s.idle_expiry >= 0):
+            self.fail(
+                ("sessions", "idle_expiry"),
+                f"must be a number of seconds, 0 for never ({s.idle_expiry} given)",
+            )
+        self.non_empty(("sessions", "summary_model"), s.summary_model)
+
+    def discovery(self, c: Config) -> None:
+        d = c.discovery
+
+        def seconds(name: str, value: float, *, low: float = 0.0, zero: bool = False) -> None:
+            ok = math.isfinite(value) and (value >= low if zero else value > low)
+            if not ok:
+                what = "zero or more" if zero else "more than"
+                self.fail(("discovery", name), f"must be {what} {low:g} seconds ({value} given)")
+
+        seconds("interval", d.interval, low=0.05)
+        seconds("probe_timeout", d.probe_timeout, low=0.05)
+        seconds("cooldown", d.cooldown, zero=True)
+        if not (math.isfinite(d.backoff_cap) and d.backoff_cap >= d.interval):
+            self.fail(
+                ("discovery", "backoff_cap"),
+                f"must be at least discovery.interval ({d.interval:g} s); {d.backoff_cap} given",
+            )
+        if not (math.isfinite(d.models_refresh) and d.models_refresh >= d.interval):
+            self.fail(
+                ("discovery", "models_refresh"),
+                f"must be at least discovery.interval ({d.interval:g} s); "
+                f"{d.models_refresh} given",
+            )
+        if not (math.isfinite(d.jitter) and 0 <= d.jitter < 1):
+            self.fail(("discovery", "jitter"), f"must be >= 0 and < 1 ({d.jitter} given)")
+        if d.slow_request is not None:
+            seconds("slow_request", d.slow_request)
+
+    def routing(self, c: Config) -> None:
+        r = c.routing
+        self.one_of(("routing", "default_category"), r.default_category, TASK_CATEGORIES)
+        m = r.min_confidence
+        if not (math.isfinite(m) and 0 <= m <= 1):
+            self.fail(("routing", "min_confidence"), f"must be >= 0 and <= 1 ({m} given)")
+        if not (math.isfinite(r.swap_wait) and r.swap_wait >= 0):
+            self.fail(
+                ("routing", "swap_wait"), f"must be zero or more seconds ({r.swap_wait} given)"
+            )
+        if r.keep_alive is not None:
+            self.keep_alive(r.keep_alive)
+        for name in ("connect", "first_token", "idle", "overall"):
+            value = getattr(r.timeouts, name)
+            if not (math.isfinite(value) and value > 0):
+                self.fail(
+                    ("routing", "timeouts", name), f"must be more than 0 seconds ({value} given)"
+                )
+        for service, limits in r.concurrency.items():
+            if not service.strip():
+                self.fail(("routing", "concurrency"), "a service name must not be empty")
+            for model in limits.models:
+                if not model.strip():
+                    self.fail(("routing", "concurrency", service, "models"), "empty model name")
+
+    def keep_alive(self, value: int | str) -> None:
+        # Ollama reads a number as seconds and a string as a Go duration ("30m", "1h30m", "-1m");
+        # a string without a unit ("300") is refused by Ollama, so it is refused here.
+        if isinstance(value, str) and not _GO_DURATION.match(value):
+            self.fail(
+                ("routing", "keep_alive"),
+                f'{value!r} is not a duration such as "30m" or "1h" '
+                "(write a number of seconds without quotes; negative keeps the model loaded)",
+            )
+
     def security(self, c: Config) -> None:
         s = c.security
         for i, host in enumerate(s.allowed_hosts):
@@ -311,3 +459,50 @@ class _Checker:
             if problem is not None:
                 self.fail(("security", "allowed_cidrs", i), problem)
         self.non_empty(("security", "audit_log_path"), s.audit_log_path)
+        self.one_of(("security", "audit_queue_full"), s.audit_queue_full, AUDIT_QUEUE_FULL)
+        for i, group in enumerate(s.allowed_groups):
+            if not _GROUP_NAME.match(group):
+                self.fail(("security", "allowed_groups", i), f"invalid group name {group!r}")
+        for i, rule in enumerate(s.clients):
+            self.client_rule(i, rule)
+        for i, entry in enumerate(s.model_checksums):
+            if not _SHA256.match(entry.sha256):
+                self.fail(
+                    ("security", "model_checksums", i, "sha256"),
+                    f"{entry.sha256!r} is not a SHA-256 (64 hex digits, as sha256sum prints)",
+                )
+            self.non_empty(("security", "model_checksums", i, "model"), entry.model)
+        self.non_empty(("security", "ollama_models"), s.ollama_models)
+
+    def client_rule(self, i: int, rule: ClientRule) -> None:
+        path: DocPath = ("security", "clients", i)
+        given = [k for k in ("uid", "user", "group") if getattr(rule, k) is not None]
+        if len(given) != 1:
+            self.fail(path, "give exactly one of uid, user or group")
+        if rule.user is not None and not _GROUP_NAME.match(rule.user):
+            self.fail((*path, "user"), f"invalid user name {rule.user!r}")
+        if rule.group is not None and not _GROUP_NAME.match(rule.group):
+            self.fail((*path, "group"), f"invalid group name {rule.group!r}")
+        if not rule.methods:
+            self.fail((*path, "methods"), "list the methods this client may call, e.g. [\"status\"]")
+        for j, pattern in enumerate(rule.methods):
+            if not pattern.strip() or any(ch.isspace() for ch in pattern):
+                self.fail((*path, "methods", j), f"invalid method pattern {pattern!r}")
+
+    def egress(self, c: Config) -> None:
+        policy = policy_from_config(c.security)
+        if policy.allow_external:
+            return
+        endpoints: list[tuple[DocPath, str]] = [
+            (("services", kind, "endpoint"), svc.endpoint)
+            for kind, svc in c.services.builtin().items()
+            if svc.endpoint is not None
+        ]
+        endpoints += [
+            (("services", "custom_endpoints", i, "endpoint"), ep.endpoint)
+            for i, ep in enumerate(c.services.custom_endpoints)
+        ]
+        for path, url in endpoints:
+            verdict = check_url(policy, url)
+            if not verdict.allowed:
+                self.fail(path, endpoint_refusal(url, verdict.reason))

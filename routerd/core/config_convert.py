@@ -186,4 +186,8 @@ def _unwrap(info: mi.Type) -> mi.Type:
         structs = [t for t in info.types if not isinstance(t, mi.NoneType)]
         if len(structs) == 1:
             return structs[0]
+        # ``str | Table``: a mapping in the document can only be the table.
+        tables = [t for t in structs if isinstance(t, mi.StructType)]
+        if len(tables) == 1:
+            return tables[0]
     return info

@@ -2,8 +2,10 @@
 
 Lifecycle of :meth:`App.run`:
 
-1. take the socket over (or inherit it) — :class:`~routerd.shell.listener.StartupError` if not;
-2. open the signal receiver (SIGTERM/SIGINT: shut down; SIGHUP: reload);
+1. take the socket over (or inherit it), or on Windows create the named pipe
+   (``routerd.shell.transport``) — :class:`~routerd.shell.transport.StartupError` if not;
+2. open the signal receiver (SIGTERM/SIGINT: shut down; SIGHUP: reload; on Windows
+   SIGINT/SIGBREAK shut down and only the ``config.reload`` request reloads);
 3. start the services registered with ``before_ready=True`` (``nursery.start`` each);
 4. start the server with ``nursery.start``: it returns once the socket accepts work;
 5. send ``READY=1`` and report started; then start the ``before_ready=False`` services (slow
@@ -30,19 +32,20 @@ from typing import Any
 import msgspec
 import trio
 
+from routerd.core.audit import AuditSink, NullAudit
 from routerd.core.config import Config, ConfigError, default_config
 from routerd.core.errors import BadConfig
 from routerd.core.stats import Counters
 from routerd_client.protocol import ErrorCode, ReloadResult
 
 from .config_file import find_default_config, load_config_file
-from .dispatch import Registry
-from .listener import Listener, open_listener
+from .dispatch import AccessHook, Registry
+from .logs import event
 from .methods import build_registry
 from .notify import monotonic_usec, notify
 from .outbound import DEFAULT_HIGH_WATER
-from .paths import resolve_socket_path
 from .server import Server
+from .transport import Endpoint, open_endpoint, serve_address, signal_names
 
 __all__ = ["App", "FINAL_FLUSH_TIMEOUT", "SHUTDOWN_MESSAGE"]
 
@@ -100,7 +103,8 @@ class App:
         self.generation = 1
         self.last_reload: dict[str, Any] | None = None
         self.socket_path: str | None = None
-        self.listener: Listener | None = None
+        #: Where the daemon listens (the Unix socket, or the named pipe on Windows).
+        self.endpoint: Endpoint | None = None
         self.server: Server | None = None
         self._components: dict[str, ComponentStatus] = {}
         self._services: list[tuple[str, Service, bool]] = []
@@ -108,6 +112,17 @@ class App:
         self._reload_lock: trio.Lock | None = None
         self._shutdown: trio.Event | None = None
         self._grace_scope: trio.CancelScope | None = None
+        #: The audit trail (``routerd.shell.audit``): ``record``/``record_nowait`` an
+        #: ``AuditEvent``, ``security(kind, reason, **details)``. A no-op until installed.
+        self.audit: AuditSink = NullAudit()
+        #: Peer admission and method capabilities (``routerd.shell.access``); None admits
+        #: whoever the socket's file mode lets connect.
+        self.access: AccessHook | None = None
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The daemon's environment (``os.environ`` unless the caller gave another)."""
+        return self._env
 
     # --- status components --------------------------------------------------------------------
 
@@ -174,28 +189,30 @@ class App:
         """Serve until :meth:`request_shutdown` (or SIGTERM/SIGINT), then shut down cleanly.
 
         ``task_status.started()`` is called once the socket accepts work. Raises
-        :class:`~routerd.shell.listener.StartupError` (before starting) if the socket cannot be
+        :class:`~routerd.shell.transport.StartupError` (before starting) if the socket cannot be
         served, e.g. another live daemon holds it.
         """
         self._shutdown = trio.Event()
         self._reload_lock = trio.Lock()
         daemon = self.config.daemon
-        path = resolve_socket_path(self._socket_option, self._env, daemon.socket)
-        self.listener = open_listener(path, group=daemon.socket_group, env=self._env)
-        self.socket_path = self.listener.path
+        address = serve_address(self._socket_option, self._env, daemon.socket)
+        self.endpoint = endpoint = open_endpoint(daemon, address, self._env)
+        self.socket_path = endpoint.address
         try:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
                     await nursery.start(self._handle_signals)
                 await self._start_services(nursery, before_ready=True)
-                sock = trio.socket.from_stdlib_socket(self.listener.sock)
-                self.server = Server(self, sock, self.registry, high_water=self._high_water)
+                self.server = Server(
+                    self, endpoint.listener, self.registry, high_water=self._high_water
+                )
                 await nursery.start(self.server.run)
                 self.started_at = time.time()
                 self.started_monotonic = time.monotonic()
                 log.info(
                     "routerd serving on %s (pid %d, config %s)",
                     self.socket_path, os.getpid(), self.config_path or "built-in defaults",
+                    extra=event("ready", socket=self.socket_path),
                 )
                 notify("READY=1", f"STATUS=serving on {self.socket_path}", env=self._env)
                 task_status.started()
@@ -204,8 +221,8 @@ class App:
                 await self._drain(self.server)
                 nursery.cancel_scope.cancel()
         finally:
-            self.listener.close()
-            log.info("routerd stopped")
+            endpoint.close()
+            log.info("routerd stopped", extra=event("stopped"))
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; a second call skips what is left of the grace period."""
@@ -241,11 +258,13 @@ class App:
     async def _handle_signals(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        stop, reload = signal_names()
+        wanted = [signal.Signals[name] for name in stop + reload]
+        with trio.open_signal_receiver(*wanted) as signals:
             task_status.started()
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
+                if name in reload:
                     try:
                         await self.reload(reason=name)
                     except BadConfig:
@@ -253,7 +272,7 @@ class App:
                     except Exception:
                         log.exception("configuration reload on %s failed", name)
                 else:
-                    log.info("received %s", name)
+                    log.info("received %s", name, extra=event("stopping", signal=name))
                     self.request_shutdown()
 
     # --- configuration ------------------------------------------------------------------------
@@ -282,7 +301,9 @@ class App:
                 log.error(
                     "configuration reload (%s) failed; keeping generation %d: %s",
                     reason, self.generation, exc,
+                    extra=event("reload_failed", generation=self.generation),
                 )
+                self.audit.security("config_rejected", str(exc), path=exc.path, trigger=reason)
                 raise BadConfig(f"configuration not reloaded: {exc}") from None
             finally:
                 notify("READY=1", env=self._env)
@@ -305,6 +326,7 @@ class App:
                 "configuration reloaded (%s): generation %d from %s%s",
                 reason, self.generation, path or "built-in defaults",
                 "" if changed else " (unchanged)",
+                extra=event("reloaded", generation=self.generation),
             )
             return ReloadResult(
                 generation=self.generation,

@@ -39,6 +39,7 @@ from routerd_client.protocol import (
     ParamsError,
     decode_params,
 )
+from routerd_client.trio_pipe import PipeStream
 
 from .dispatch import ConnectionInfo, RequestContext
 from .outbound import DEFAULT_HIGH_WATER, Outbound
@@ -86,7 +87,14 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _peer_credentials(stream: trio.SocketStream) -> tuple[int | None, int | None, int | None]:
+def _peer_credentials(stream: trio.abc.Stream) -> tuple[int | None, int | None, int | None]:
+    """(pid, uid, gid) of the peer. A Unix socket says with SO_PEERCRED. A named pipe gives
+    only the pid: uid and gid do not apply there, and its security descriptor admitted only
+    the daemon's own user."""
+    if isinstance(stream, PipeStream):
+        return stream.peer_pid, None, None
+    if not isinstance(stream, trio.SocketStream):
+        return None, None, None
     opt = getattr(socket, "SO_PEERCRED", None)
     if opt is None:
         return None, None, None
@@ -99,12 +107,13 @@ def _peer_credentials(stream: trio.SocketStream) -> tuple[int | None, int | None
 
 
 class Connection:
-    """Serves one accepted socket until the peer goes away or the daemon closes it."""
+    """Serves one accepted stream (a Unix socket's or a named pipe's) until the peer goes
+    away or the daemon closes it."""
 
     def __init__(
         self,
         server: Server,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         info: ConnectionInfo,
         *,
         high_water: int = DEFAULT_HIGH_WATER,
@@ -116,9 +125,12 @@ class Connection:
         self.info.peer_pid, self.info.peer_uid, self.info.peer_gid = _peer_credentials(stream)
         self.info.max_frame_size = self.limits.max_frame_size
         self._parser = framing.FrameParser(self.info.max_frame_size)
-        self.outbound = Outbound(stream, high_water, fd=stream.socket.fileno())
+        # A socket's descriptor lets small replies skip the writer task (Outbound.put).
+        fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self.outbound = Outbound(stream, high_water, fd=fd)
         self._requests: dict[int, InFlight] = {}
         self._nursery: trio.Nursery | None = None
+        self._spawned = False  # a request task was started since the reader last yielded
 
     @property
     def limits(self) -> DaemonConfig:
@@ -172,8 +184,9 @@ class Connection:
             self._parser.feed(data)
             while True:
                 # Frames are handled without yielding (receive_some is the checkpoint), except
-                # to let the writer drain a large backlog, or to let the requests in flight
-                # finish before a new one would be answered "busy".
+                # to let the writer drain a large backlog, to let the requests in flight
+                # finish before a new one would be answered "busy", or to let a request task
+                # just started run before the next frame (below).
                 if self.outbound.over_high_water:
                     await self.outbound.wait_writable()
                 if len(self._requests) >= self.limits.max_in_flight:
@@ -200,6 +213,13 @@ class Connection:
                     # A method registered inline=True never waits: run it right here, which
                     # saves a task and a trip through the scheduler (ping latency).
                     await self._run_request(*inline)
+                elif self._spawned:
+                    self._spawned = False
+                    if self._parser.buffered:
+                        # More frames wait: let the request just started run (up to its first
+                        # wait) before the next one starts, so that a burst is served as it
+                        # comes rather than all of it prepared first and answered last.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _fatal(self, code: str, message: str) -> None:
         """The byte stream is out of sync: say why, then let ``run`` close the connection."""
@@ -268,6 +288,10 @@ class Connection:
         if method is None:
             self._reply_error(rid, ErrorCode.UNKNOWN_METHOD, f"unknown method {_short(name)}")
             return None
+        access = self._app.access
+        if access is not None and (refusal := access.authorize(self.info, method.name)):
+            self._reply_error(rid, ErrorCode.FORBIDDEN, refusal)
+            return None
         if self._server.draining:
             self._reply_error(rid, ErrorCode.UNAVAILABLE, "routerd is shutting down")
             return None
@@ -293,6 +317,7 @@ class Connection:
             return req, params
         assert self._nursery is not None
         self._nursery.start_soon(self._run_request, req, params)
+        self._spawned = True
         return None
 
     # --- running requests ---------------------------------------------------------------------
@@ -306,8 +331,12 @@ class Connection:
             if req.method.streaming:
                 timeout = self.limits.slow_consumer_timeout
                 stream = RequestStream(req, self.outbound, timeout)
-            with req.scope:
+            if req.method.inline:
+                # It never waits, so nothing can cancel it midway: no cancel scope to enter.
                 final, code = await invoke(req, ctx, params, stream)
+            else:
+                with req.scope:
+                    final, code = await invoke(req, ctx, params, stream)
             if final is None and req.cancel_code is not None:
                 code = req.cancel_code
                 final = error_frame(req.id, code, req.cancel_message)

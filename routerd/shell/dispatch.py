@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = [
+    "AccessHook",
     "ConnectionInfo",
     "RequestContext",
     "Stream",
@@ -60,6 +61,7 @@ class ConnectionInfo:
     peer_pid: int | None = None
     peer_uid: int | None = None
     peer_gid: int | None = None
+    peer_groups: tuple[int, ...] = ()  # supplementary groups (SO_PEERGROUPS), when checked
     client: ClientInfo | None = None
     agent: AgentInfo | None = None
 
@@ -74,11 +76,27 @@ class RequestContext:
     method: str
 
 
+class AccessHook(Protocol):
+    """Who may connect and call what (``app.access``; ``routerd.shell.access`` implements it)."""
+
+    def admit(self, info: ConnectionInfo, sock: Any) -> str | None:
+        """Fill ``info``'s peer credentials from ``sock``; return why it is refused, or None."""
+        ...
+
+    def authorize(self, info: ConnectionInfo, method: str) -> str | None:
+        """Why ``info``'s peer may not call ``method``, or None if it may."""
+        ...
+
+
 class Stream(Protocol):
     """The sending side of a streaming reply."""
 
-    async def emit(self, event: str, data: Any = None) -> None:
+    async def emit(self, event: str, data: Any = None, *, flush: bool = True) -> None:
         """Send one non-final ``event`` frame.
+
+        ``flush=False`` lets the frame wait until the handler next waits, to go out in one
+        write with what follows it (for events nobody waits on at once); frames always keep
+        their order.
 
         Waits while this stream already has ``daemon.stream_queue`` frames waiting to be
         written; after ``daemon.slow_consumer_timeout`` seconds of waiting the request is

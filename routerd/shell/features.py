@@ -10,12 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from routerd.shell import (
+    discovery,
+    fronts,
+    routing,
+    security,
+    serena,
+    sessions,
+    stats,
+    systemd,
+)
 from routerd.shell.app import App
 
 Feature = Callable[[App], None]
 
 #: Installers, in the order they run.
-FEATURES: list[Feature] = []
+FEATURES: list[Feature] = [
+    systemd.install,  # first: its watchdog must ping while the others start
+    security.install,  # before the rest: app.audit and app.access exist when they start
+    discovery.install,  # model servers: services.list, models.list, events.subscribe
+    serena.install,  # warm Serena per workspace: serena.* methods, context for routing
+    sessions.install,  # conversation context in SQLite: sessions.* methods, sessions_of(app)
+    stats.install,  # before routing, which records there: stats, metrics, stats_of(app)
+    routing.install,  # after discovery and Serena: route, route.complete, classify, resolve
+    fronts.install,  # after routing: the OpenAI- and Ollama-compatible HTTP fronts, /metrics
+]
 
 
 def install_features(app: App, features: list[Feature] | None = None) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from .paths import check_socket_path, lock_path_for
+from .transport import SocketInUse, StartupError  # defined there (no fcntl): Windows too
 
 __all__ = ["StartupError", "SocketInUse", "Listener", "open_listener", "LISTEN_FDS_START"]
 
@@ -37,14 +38,6 @@ log = logging.getLogger(__name__)
 LISTEN_FDS_START = 3
 
 _LISTEN_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-
-
-class StartupError(Exception):
-    """The daemon cannot start serving; ``str()`` is one line saying why and what to do."""
-
-
-class SocketInUse(StartupError):
-    """Another live daemon serves (or is taking over) the socket path."""
 
 
 @dataclass(eq=False)

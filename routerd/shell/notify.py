@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 def monotonic_usec() -> int:
     """CLOCK_MONOTONIC in microseconds, as ``MONOTONIC_USEC=`` wants with ``RELOADING=1``."""
+    if sys.platform == "win32":  # no systemd to tell, but reload still calls this
+        return time.monotonic_ns() // 1000
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 

@@ -5,7 +5,9 @@ Invariants:
 * Frames leave in the order they were queued (a stream's events before its ``end``).
 * Writes never interleave mid-frame: the writer task (``run``) writes queued frames, and
   ``put`` writes directly (non-blocking, whatever the kernel takes at once) only when nothing
-  is queued and the writer is not in the middle of a write.
+  is queued and the writer is not in the middle of a write. ``put(..., soon=True)`` never
+  writes directly: the frame goes out once the caller next waits, in one write with
+  whatever else was queued by then (fewer writes, and fewer wake-ups of the client).
 * ``backlog`` counts the bytes queued plus those being written; ``credit`` semaphores given
   with a frame are released once that frame has been handed to the kernel, which is how each
   stream's queue stays at most ``stream_queue`` frames long.
@@ -68,16 +70,17 @@ class Outbound:
         """True once a write failed (the peer is gone); later frames are dropped."""
         return self._failed
 
-    def put(self, data: bytes, credit: trio.Semaphore | None = None) -> None:
+    def put(self, data: bytes, credit: trio.Semaphore | None = None, *, soon: bool = False) -> None:
         """Queue one encoded frame (prefix included). Never blocks.
 
         ``credit``, if given, was acquired by the caller and is released after the write.
+        ``soon``: leave the frame to the writer task (see the module docstring).
         """
         if self._failed:
             if credit is not None:
                 credit.release()
             return
-        if self._fd is not None and not self._queue and not self._sending:
+        if not soon and self._fd is not None and not self._queue and not self._sending:
             # Nothing is queued or being written, so this frame is next whoever writes it:
             # try a non-blocking write now and save a trip through the writer task.
             try:

@@ -6,7 +6,8 @@ Invariants:
   error (``cancelled``, ``slow_consumer``, ``unavailable``) or that there is none (peer gone).
 * A stream has at most ``stream_queue`` event frames queued; ``emit`` waits for a credit and,
   after ``slow_consumer_timeout`` seconds without one, cancels the request with
-  ``slow_consumer``.
+  ``slow_consumer``. ``emit`` is a cancellation point; it lets other tasks run after an
+  event it wrote at once, and not after one it left for later (``flush=False``).
 * :func:`invoke` turns every outcome but cancellation into one encoded final frame; only a
   :class:`~routerd.core.errors.RouterdError` reaches the client with its own message.
 """
@@ -85,7 +86,7 @@ class RequestStream:
         self._outbound = outbound
         self._timeout = slow_consumer_timeout
 
-    async def emit(self, event: str, data: Any = None) -> None:
+    async def emit(self, event: str, data: Any = None, *, flush: bool = True) -> None:
         req = self._req
         if event == END_EVENT:
             raise ValueError("'end' is sent by returning from the handler, not by emit")
@@ -94,7 +95,7 @@ class RequestStream:
         body = framing.frame(encode(Event(id=req.id, event=event, data=data)))
         credits = req.credits
         assert credits is not None
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             credits.acquire_nowait()
         except trio.WouldBlock:
@@ -107,7 +108,10 @@ class RequestStream:
                 )
                 await trio.lowlevel.checkpoint()  # raises Cancelled: our scope is cancelled
                 raise RuntimeError("slow consumer cancellation was shielded") from None
-        self._outbound.put(body, credits)
+        self._outbound.put(body, credits, soon=not flush)
+        if flush:
+            # After the write, not before it: the event is not held up by other tasks.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -1,12 +1,19 @@
 """The accept loop: one :class:`Connection` per client, under a connection cap.
 
+The server accepts from any ``trio.abc.Listener`` of streams: ``trio.SocketListener`` over the
+Unix socket, or ``PipeListener`` over the named pipe on Windows (``routerd.shell.transport``
+picks). Its behaviour is the same on both.
+
 Invariants:
 
-* ``run`` calls ``task_status.started()`` once the listening socket is accepting, and not
+* ``run`` calls ``task_status.started()`` once the listener is accepting, and not
   before: the daemon signals READY after that.
 * At most ``daemon.max_connections`` connections are served; one more is sent an ``error``
   ``busy`` (id nil) and closed.
-* After :meth:`stop_accepting` no connection is accepted and the listening socket is closed;
+* With ``app.access`` set, a Unix-socket peer it does not admit is sent an ``error``
+  ``forbidden`` (id nil) and closed before anything it sent is read. A pipe peer was admitted
+  by the pipe's security descriptor (only the daemon's user can open it), so it is not asked.
+* After :meth:`stop_accepting` no connection is accepted and the listener is closed;
   connections already open carry on until the app cancels them (graceful shutdown).
 """
 
@@ -15,7 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -43,12 +50,12 @@ REFUSE_TIMEOUT = 1.0
 
 
 class Server:
-    """Accepts connections on a listening socket and serves them with the app's registry."""
+    """Accepts connections from ``listener`` and serves them with the app's registry."""
 
     def __init__(
         self,
         app: App,
-        listener: trio.socket.SocketType,
+        listener: trio.abc.Listener[Any],
         registry: Registry,
         *,
         high_water: int = DEFAULT_HIGH_WATER,
@@ -78,7 +85,7 @@ class Server:
                     task_status.started()
                     await self._accept_loop(nursery)
             finally:
-                self._listener.close()
+                await trio.aclose_forcefully(self._listener)
 
     def stop_accepting(self) -> None:
         self._accept_scope.cancel()
@@ -86,7 +93,7 @@ class Server:
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         while True:
             try:
-                sock, _ = await self._listener.accept()
+                stream: trio.abc.Stream = await self._listener.accept()
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRNOS:
                     log.error("cannot accept a connection (%s); retrying in 0.1 s", exc.strerror)
@@ -95,13 +102,22 @@ class Server:
                 if exc.errno in _SKIP_ERRNOS:
                     continue
                 raise
-            stream = trio.SocketStream(sock)
             limit = self.app.config.daemon.max_connections
             if len(self._connections) >= limit:
-                nursery.start_soon(self._refuse, stream, limit)
+                log.warning(
+                    "refused a connection: %d connections open (daemon.max_connections)", limit
+                )
+                message = f"too many connections to routerd (limit {limit}); try again later"
+                nursery.start_soon(self._refuse, stream, ErrorCode.BUSY, message)
                 continue
             info = ConnectionInfo(id=self._next_id, opened_at=time.time())
             self._next_id += 1
+            access = self.app.access
+            if access is not None and isinstance(stream, trio.SocketStream):
+                refusal = access.admit(info, stream.socket)
+                if refusal is not None:
+                    nursery.start_soon(self._refuse, stream, ErrorCode.FORBIDDEN, refusal)
+                    continue
             conn = Connection(self, stream, info, high_water=self._high_water)
             self._connections.add(conn)
             self.app.counters.connection_opened()
@@ -119,11 +135,10 @@ class Server:
             self.app.counters.connection_closed()
             log.debug("connection %d closed", conn.info.id)
 
-    async def _refuse(self, stream: trio.SocketStream, limit: int) -> None:
+    async def _refuse(self, stream: trio.abc.Stream, code: str, message: str) -> None:
+        """Send one ``error`` frame (id nil) and close: the connection is never served."""
         self.app.counters.connection_refused()
-        log.warning("refused a connection: %d connections open (daemon.max_connections)", limit)
-        message = f"too many connections to routerd (limit {limit}); try again later"
-        body = framing.frame(encode(Error(id=None, code=ErrorCode.BUSY, message=message)))
+        body = framing.frame(encode(Error(id=None, code=code, message=message)))
         with trio.move_on_after(REFUSE_TIMEOUT):
             try:
                 await stream.send_all(body)

@@ -461,7 +461,10 @@ def test_valid_allowed_hosts(host: str) -> None:
     "url", ["http://localhost:11434", "https://gpu.lan/v1", "http://[::1]:8080", "http://10.0.0.5"]
 )
 def test_valid_endpoints(url: str) -> None:
-    assert yaml_cfg(f"services:\n  vllm:\n    endpoint: '{url}'\n").services.vllm.endpoint == url
+    # Endpoints must also pass the egress allowlist (tests/core/test_security_config.py).
+    allow = "security:\n  allowed_hosts: [localhost, '::1', gpu.lan, 10.0.0.0/8]\n"
+    cfg = yaml_cfg(f"services:\n  vllm:\n    endpoint: '{url}'\n" + allow)
+    assert cfg.services.vllm.endpoint == url
 
 
 def test_custom_endpoint_full() -> None:
@@ -471,6 +474,7 @@ def test_custom_endpoint_full() -> None:
         "    - name: gpu-ollama\n      endpoint: http://10.0.0.5:11434\n"
         "      api_style: ollama\n      priority: 0\n      timeout: 120000\n"
         "      headers: {X-Team: infra}\n      api_key_env: GPU_KEY\n"
+        "security:\n  allowed_cidrs: [10.0.0.0/24]\n"
     )
     (ep,) = cfg.services.custom_endpoints
     assert isinstance(ep, CustomEndpointConfig)

@@ -15,23 +15,37 @@ Fixtures:
   tests of one module; do not stop it in a test.
 - ``start_real_server`` (function): ``start_real_server(kind, *extra_args) -> RealServer`` for a
   test that needs its own instance (to kill it, or to pass flags); all are stopped at the end.
+- ``routing_daemon`` (function): ``await routing_daemon(endpoint, extra="") -> App``, a daemon
+  in this process with discovery and routing in front of the llama.cpp server at ``endpoint``
+  (service ``llamacpp``; every other service off, Serena off, ``min_context`` 512,
+  ``reserve_for_answer`` ``ROUTING_RESERVE``, generous timeouts; ``extra``: more TOML), once
+  that server is online.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import httpx
 import pytest
+import trio
+
+from routerd.core.config import parse_config
+from routerd.shell import discovery, routing
+from routerd.shell.app import App
+from routerd.shell.methods import build_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LLAMA_SH = REPO_ROOT / "scripts" / "llama.sh"
@@ -259,3 +273,59 @@ def start_real_server(llama_paths: LlamaPaths, tmp_path: Path) -> Iterator[Start
     finally:
         for server in started:
             server.stop()
+
+
+ROUTING_RESERVE = 128  # routing.reserve_for_answer of ``routing_daemon``
+_OTHER_SERVICES = ("ollama", "lmstudio", "jan", "openwebui", "localai", "vllm", "koboldcpp",
+                   "gpt4all", "textgen")  # fmt: skip
+RoutingDaemon = Callable[..., Awaitable[App]]
+
+
+def routing_config_text(socket_path: str, endpoint: str, extra: str = "") -> str:
+    """The configuration ``routing_daemon`` runs with."""
+    off = "\n".join(f"[services.{k}]\nenabled = false" for k in _OTHER_SERVICES)
+    routes = "\n".join(f"[task_routing.{c}]\nmin_context = 512"
+                       for c in ("coding", "reasoning", "analysis", "documentation"))  # fmt: skip
+    return f"""
+[daemon]
+socket = "{socket_path}"
+{off}
+[services.llamacpp]
+endpoint = "{endpoint}"
+{routes}
+[serena]
+enabled = false
+[routing]
+reserve_for_answer = {ROUTING_RESERVE}
+[routing.timeouts]
+first_token = 60.0
+idle = 30.0
+overall = 120.0
+{extra}
+"""
+
+
+@pytest.fixture
+async def routing_daemon(nursery: trio.Nursery) -> AsyncIterator[RoutingDaemon]:
+    socket_dir = tempfile.mkdtemp(prefix="rd-", dir="/tmp")  # AF_UNIX paths are short
+
+    async def start(endpoint: str, extra: str = "") -> App:
+        text = routing_config_text(f"{socket_dir}/d.sock", endpoint, extra)
+        app = App(parse_config(text, fmt="toml", env={}), env={}, registry=build_registry())
+        discovery.install(app)
+        routing.install(app)
+        await nursery.start(functools.partial(app.run, handle_signals=False))
+        registry = discovery.registry_of(app)
+
+        def online() -> bool:
+            info = registry.service("llamacpp")
+            return info is not None and info.state == "online" and bool(info.models)
+
+        with trio.fail_after(60):
+            await registry.wait_until(online)
+        return app
+
+    try:
+        yield start
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)

@@ -9,6 +9,8 @@
   test ends.
 - ``connect``: ``await connect(app) -> Wire``, a raw framed msgpack connection (no client
   library: the tests check the bytes the daemon sends).
+- ``start_http_daemon``: ``await start_http_daemon(...) -> HttpDaemon``, a daemon with the HTTP
+  fronts on 127.0.0.1 (any port) and a Unix socket, routing to an Ollama and a llama.cpp fake.
 
 Test methods (all take a map; every field optional):
 ``test.sleep {seconds}`` -> ``{"slept": seconds}``;
@@ -315,3 +317,108 @@ class Kit:
 @pytest.fixture
 def kit() -> type[Kit]:
     return Kit
+
+
+# --- a daemon with the HTTP fronts (tests/shell/test_fronts_*.py) --------------------------
+
+_BUILTIN = (
+    "ollama", "lmstudio", "jan", "openwebui", "localai",
+    "vllm", "llamacpp", "koboldcpp", "gpt4all", "textgen",
+)  # fmt: skip
+
+
+class RecordingAudit:
+    """An ``AuditSink`` that keeps what it is given (``security`` as ``(kind, reason, details)``)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.security_events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record_nowait(self, event: Any) -> None:
+        self.events.append(event)
+
+    async def record(self, event: Any) -> None:
+        self.events.append(event)
+
+    def security(self, kind: str, reason: str, **details: Any) -> None:
+        self.security_events.append((kind, reason, details))
+
+
+@dataclass
+class HttpDaemon:
+    """A daemon serving the HTTP fronts in front of an Ollama fake (priority 1) and a
+    llama.cpp fake (priority 2). ``base_url`` is the TCP front; ``unix`` its Unix socket."""
+
+    app: App
+    ollama: Any
+    llama: Any
+    audit: RecordingAudit
+    base_url: str
+    unix: str
+    token: str
+
+
+StartHttp = Callable[..., Awaitable[HttpDaemon]]
+
+
+@pytest.fixture
+def start_http_daemon(nursery: trio.Nursery, short_tmp: str) -> StartHttp:
+    """``await start_http_daemon(http="...", ollama_models=[...], llama_models=[...])``:
+    ``http`` is extra TOML for the ``[http]`` table, ``listen`` its ``listen`` value."""
+
+    async def start(
+        http: str = "",
+        ollama_models: list[Any] | None = None,
+        llama_models: list[Any] | None = None,
+        extra: str = "",
+        listen: str = '["127.0.0.1:0"]',
+    ) -> HttpDaemon:
+        from fakes import start_fake
+
+        from routerd.core.config import parse_config
+        from routerd.shell import discovery, fronts, routing, stats
+
+        first = await start_fake(nursery, "ollama", models=ollama_models)
+        second = await start_fake(nursery, "llamacpp", models=llama_models)
+        endpoints = {"ollama": first.base_url, "llamacpp": second.base_url}
+        lines = [f'[daemon]\nsocket = "{short_tmp}/d.sock"']
+        lines += [f"[services.{k}]\nenabled = false" for k in _BUILTIN if k not in endpoints]
+        lines += [
+            f'[services.{name}]\nendpoint = "{url}"\npriority = {i}'
+            for i, (name, url) in enumerate(endpoints.items(), 1)
+        ]
+        lines += [f"[task_routing.{c}]\nmin_context = 1024"
+                  for c in ("coding", "reasoning", "analysis", "documentation")]  # fmt: skip
+        lines += [
+            "[serena]\nenabled = false",
+            "[discovery]\ninterval = 30.0\nprobe_timeout = 1.0",
+            "[routing]\nreserve_for_answer = 256",
+            "[routing.timeouts]\nconnect = 1.0\nfirst_token = 3.0\nidle = 2.0\noverall = 8.0",
+            f'[http]\nenabled = true\nlisten = {listen}\nunix_socket = "{short_tmp}/h.sock"'
+            f'\ntoken_file = "{short_tmp}/tokens"\n{http}',
+            extra,
+        ]
+        config = parse_config("\n".join(lines), fmt="toml", env={})
+        app = App(config, env={}, registry=build_registry())
+        audit = RecordingAudit()
+        app.audit = audit
+        discovery.install(app)
+        stats.install(app)
+        routing.install(app)
+        fronts.install(app)
+        await nursery.start(functools.partial(app.run, handle_signals=False))
+        registry = discovery.registry_of(app)
+
+        def online() -> bool:
+            infos = [registry.service(n) for n in endpoints]
+            return all(i is not None and i.state == "online" and i.models for i in infos)
+
+        with trio.fail_after(10.0):
+            await registry.wait_until(online)
+        front = fronts.front_of(app)
+        tcp = next((b for b in front.listening if b.startswith("http://")), "")
+        assert front.tokens is not None and front.tokens.created, "a fresh token file"
+        token = front.tokens.tokens[0]
+        return HttpDaemon(app, first, second, audit, tcp, f"{short_tmp}/h.sock", token)
+
+    return start
