@@ -46,14 +46,12 @@ from routerd.core.audit import (
     AuditKeys,
     AuditOptions,
     ChainReport,
-    ChainVerifier,
-    parse_line,
     security_event,
     text_hash,
 )
 from routerd.core.config import Config
 
-from .audit_files import AuditFileWriter, Snapshot, iter_lines, last_lines
+from .audit_files import AuditFileWriter, find_hash, tail_lines, verify_files
 from .listener import StartupError
 from .logs import event as log_event
 
@@ -437,72 +435,18 @@ class AuditLog:
     async def tail_upto(self, n: int) -> tuple[list[bytes], int]:
         """``(lines, seq)``: the last ``n`` lines and the seq of the last line written then."""
         await self.flush()
-        return await trio.to_thread.run_sync(self._tail_sync, n)
-
-    def _tail_sync(self, n: int) -> tuple[list[bytes], int]:
-        snap = self.writer.snapshot()
-        try:
-            out: list[bytes] = []
-            for _, f, size in reversed(snap.files):
-                out = last_lines(f, size, n - len(out)) + out
-                if len(out) >= n:
-                    break
-            return out, snap.last_seq
-        finally:
-            snap.close()
+        return await trio.to_thread.run_sync(tail_lines, self.writer, n)
 
     async def verify_chain(self) -> tuple[ChainReport, list[str]]:
         """Verify every file with the daemon's key; the end must be where the writer is."""
         await self.flush()
-        return await trio.to_thread.run_sync(self._verify_sync)
-
-    def _verify_sync(self) -> tuple[ChainReport, list[str]]:
-        snap: Snapshot = self.writer.snapshot()
-        try:
-            verifier = ChainVerifier(self.keys)
-            for name, f, size in snap.files:
-                for lineno, line in iter_lines(f, size):
-                    verifier.feed(name, lineno, line)
-            report = verifier.finish(
-                expected_last_seq=snap.last_seq, expected_last_mac=snap.last_mac
-            )
-            return report, [name for name, _, _ in snap.files]
-        finally:
-            snap.close()
+        return await trio.to_thread.run_sync(verify_files, self.writer, self.keys)
 
     async def find_text(self, text: str, *, limit: int = 100) -> tuple[str, list[dict[str, Any]]]:
         """``(hash, matches)``: the logged records whose query or response hash is ``text``'s."""
         await self.flush()
         digest = text_hash(self.keys, text)
-        return digest, await trio.to_thread.run_sync(self._find_sync, digest, limit)
-
-    def _find_sync(self, digest: str, limit: int) -> list[dict[str, Any]]:
-        needle = digest.encode("ascii")
-        snap = self.writer.snapshot()
-        found: list[dict[str, Any]] = []
-        try:
-            for name, f, size in snap.files:
-                for lineno, line in iter_lines(f, size):
-                    if needle not in line:
-                        continue
-                    try:
-                        rec = parse_line(line).record
-                    except ValueError:
-                        continue
-                    field = "query" if rec.query_hash == digest else "response"
-                    if field == "response" and rec.response_hash != digest:
-                        continue
-                    found.append({
-                        "file": name, "line": lineno, "seq": rec.seq,
-                        "timestamp": rec.timestamp, "event_type": rec.event_type,
-                        "field": field, "session_id": rec.session_id, "model": rec.model,
-                        "service": rec.service, "uid": rec.uid, "agent": rec.agent,
-                    })  # fmt: skip
-                    if len(found) >= limit:
-                        return found
-            return found
-        finally:
-            snap.close()
+        return digest, await trio.to_thread.run_sync(find_hash, self.writer, digest, limit)
 
     def status(self) -> dict[str, Any]:
         """For ``status.components.audit`` (cheap: no I/O)."""

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from routerd.core.audit import (
     FILE_START,
@@ -37,6 +37,8 @@ from routerd.core.audit import (
     AuditEvent,
     AuditKeys,
     AuditOptions,
+    ChainReport,
+    ChainVerifier,
     build_record,
     parse_key,
     parse_line,
@@ -47,10 +49,13 @@ __all__ = [
     "KEY_FILE",
     "AuditFileWriter",
     "Snapshot",
+    "find_hash",
     "iter_lines",
     "last_lines",
     "load_or_create_key",
     "log_files",
+    "tail_lines",
+    "verify_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -318,3 +323,64 @@ class AuditFileWriter:
                     g.close()
                 raise
             return Snapshot(opened, self.seq, self.mac)
+
+
+# --- reading the whole log (blocking; the daemon runs these in a worker thread) ---------------
+
+
+def tail_lines(writer: AuditFileWriter, n: int) -> tuple[list[bytes], int]:
+    """``(lines, seq)``: the last ``n`` lines written, and the seq of the last one."""
+    snap = writer.snapshot()
+    try:
+        out: list[bytes] = []
+        for _, f, size in reversed(snap.files):
+            out = last_lines(f, size, n - len(out)) + out
+            if len(out) >= n:
+                break
+        return out, snap.last_seq
+    finally:
+        snap.close()
+
+
+def verify_files(writer: AuditFileWriter, keys: AuditKeys) -> tuple[ChainReport, list[str]]:
+    """Verify every file with ``keys``; the chain must end where the writer is."""
+    snap = writer.snapshot()
+    try:
+        verifier = ChainVerifier(keys)
+        for name, f, size in snap.files:
+            for lineno, line in iter_lines(f, size):
+                verifier.feed(name, lineno, line)
+        report = verifier.finish(expected_last_seq=snap.last_seq, expected_last_mac=snap.last_mac)
+        return report, [name for name, _, _ in snap.files]
+    finally:
+        snap.close()
+
+
+def find_hash(writer: AuditFileWriter, digest: str, limit: int) -> list[dict[str, Any]]:
+    """The records (at most ``limit``) whose query or response hash is ``digest``."""
+    needle = digest.encode("ascii")
+    snap = writer.snapshot()
+    found: list[dict[str, Any]] = []
+    try:
+        for name, f, size in snap.files:
+            for lineno, line in iter_lines(f, size):
+                if needle not in line:
+                    continue
+                try:
+                    rec = parse_line(line).record
+                except ValueError:
+                    continue
+                field = "query" if rec.query_hash == digest else "response"
+                if field == "response" and rec.response_hash != digest:
+                    continue
+                found.append({
+                    "file": name, "line": lineno, "seq": rec.seq,
+                    "timestamp": rec.timestamp, "event_type": rec.event_type,
+                    "field": field, "session_id": rec.session_id, "model": rec.model,
+                    "service": rec.service, "uid": rec.uid, "agent": rec.agent,
+                })  # fmt: skip
+                if len(found) >= limit:
+                    return found
+        return found
+    finally:
+        snap.close()

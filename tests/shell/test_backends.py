@@ -52,14 +52,14 @@ LOOPBACK = EgressPolicy(networks=(ipaddress.ip_network("127.0.0.0/8"),))
 
 
 @pytest.fixture(params=["httpx", "wire"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """Each test runs over httpx and over the daemon's lean client (``backends.wire``)."""
     async with httpx.AsyncClient(trust_env=False) as c:
         if request.param == "httpx":
             yield c
             return
         async with WireClient(LOOPBACK) as wire:
-            yield WireTransport(wire, HttpxTransport(c))  # type: ignore[misc]
+            yield WireTransport(wire, HttpxTransport(c))
 
 
 async def collect(

@@ -4,8 +4,9 @@ Why a second client: on a routed request httpx's layers (URL and header models, 
 connection pool, the response wrapper and its chain of body generators) cost about half a
 millisecond of CPU, which was most of what routing added (``bench/route.py``). This client does
 one thing, a POST over plain ``http://`` with the answer read as it comes, in about a tenth of
-that; the bytes rules are the sans-IO ``routerd.core.http1``. Everything else (discovery, probes, ``https://`` servers, URLs with credentials in them)
-keeps going through ``routerd.shell.http.make_http_client``.
+that; the bytes rules are the sans-IO ``routerd.core.http1``, a connection and its answer
+are ``wire_conn``. Everything else (discovery, probes, ``https://`` servers, URLs with
+credentials in them) keeps going through ``routerd.shell.http.make_http_client``.
 
 Contract:
 
@@ -36,11 +37,7 @@ Contract:
 
 from __future__ import annotations
 
-import os
-import select
-import socket
 import time
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -51,21 +48,20 @@ import httpx
 import trio
 
 from routerd.core.egress import EgressPolicy, check_url
-from routerd.core.http1 import END, NEED_DATA, Head, HttpError, NoResponse, ResponseParser
+from routerd.core.http1 import NEED_DATA, Head, HttpError, NoResponse, ResponseParser
 from routerd.core.http1 import request_head as build_head
 from routerd.shell.http import EgressBackend, EgressRefused, OnRefused, PolicySource, report_refusal
+
+from .wire_conn import DRAIN_MAX, RECEIVE, Conn, WireResponse, open_socket
 
 __all__ = ["WireClient", "WireResponse", "DRAIN_GRACE", "DRAIN_MAX"]
 
 #: Seconds a background task reads what follows the end of a good answer (to keep the
 #: connection) before closing it.
 DRAIN_GRACE: Final = 0.25
-#: The most bytes read while draining.
-DRAIN_MAX: Final = 64 * 1024
 #: Seconds a request waits for a connection to the same server that is being drained, rather
 #: than open another (its end marker is usually a moment behind the answer).
 REUSE_WAIT: Final = 0.01
-_RECEIVE: Final = 64 * 1024
 _CACHE_MAX: Final = 256
 
 
@@ -90,214 +86,6 @@ def _parse(url: str) -> _Target | None:
         return None
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     return _Target(u.hostname, port, u.netloc, path)
-
-
-class _Conn:
-    """One connection: the stream, the parser of the answer in progress, when it went idle."""
-
-    __slots__ = ("idle_since", "parser", "stream")
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.parser = ResponseParser()
-        self.idle_since = 0.0
-
-    def close(self) -> None:
-        """Close the socket now (never waits)."""
-        self.stream.socket.close()
-
-    def looks_closed(self) -> bool:
-        """An idle connection with something to read: the server closed it (EOF) or sent
-        bytes nobody asked for; either way it is not reusable."""
-        fd = self.stream.socket.fileno()
-        if fd < 0:
-            return True
-        if _poll is None:
-            return bool(select.select([fd], [], [], 0)[0])
-        poller = _poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-
-    async def receive(self) -> None:
-        """Read what the server sent into the parser (EOF included)."""
-        try:
-            data = await self.stream.receive_some(_RECEIVE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__) from None
-        if data:
-            self.parser.feed(data)
-        else:
-            self.parser.feed_eof()
-
-    def read_nowait(self) -> bool:
-        """Feed the parser what the kernel holds already, without waiting; False if nothing
-        (nobody else waits on this socket: it is between answers)."""
-        try:
-            data = os.read(self.stream.socket.fileno(), _RECEIVE)
-        except OSError:  # BlockingIOError: nothing yet; anything else: the next read says
-            return False
-        if data:
-            self.parser.feed(data)
-        else:
-            self.parser.feed_eof()
-        return True
-
-    def next_event(self) -> Head | bytes | object:
-        try:
-            return self.parser.next_event()
-        except HttpError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from None
-
-
-_poll = getattr(select, "poll", None)
-
-
-def _decoder(encoding: bytes) -> Any:
-    if encoding in (b"", b"identity"):
-        return None
-    if encoding in (b"gzip", b"x-gzip"):
-        return zlib.decompressobj(zlib.MAX_WBITS | 16)
-    if encoding == b"deflate":
-        return zlib.decompressobj()
-    raise httpx.DecodingError(f"unsupported content-encoding {encoding.decode(errors='replace')}")
-
-
-class WireResponse:
-    """An answer being read: ``status_code``, ``header(name)``, then the body by
-    ``async for chunk in response`` (or ``anext``); :meth:`close` when done."""
-
-    __slots__ = ("_client", "_conn", "_decode", "_done", "_key", "headers", "status_code")
-
-    def __init__(self, client: WireClient, key: tuple[str, int], conn: _Conn, head: Head) -> None:
-        self._client = client
-        self._key = key
-        self._conn: _Conn | None = conn
-        self.status_code = head.status
-        self.headers = head.headers
-        self._done = False
-        self._decode = _decoder(self.header("content-encoding").strip().lower().encode())
-
-    def header(self, name: str) -> str:
-        """The first value of header ``name`` (case-insensitive; "" if absent)."""
-        key = name.lower().encode()
-        for k, v in self.headers:
-            if k == key:
-                return v.decode("latin-1")
-        return ""
-
-    @property
-    def complete(self) -> bool:
-        """The body was read to its end."""
-        return self._done
-
-    def __aiter__(self) -> WireResponse:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while True:
-            data = await self._next_data()
-            if data is None:
-                raise StopAsyncIteration
-            if self._decode is not None:
-                try:
-                    data = self._decode.decompress(data)
-                except zlib.error as exc:
-                    raise httpx.DecodingError(f"bad compressed body: {exc}") from None
-                if not data:
-                    continue
-            return data
-
-    async def _next_data(self) -> bytes | None:
-        conn = self._conn
-        if conn is None:
-            if self._done:
-                return None
-            raise httpx.ReadError("the response was closed")
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                await conn.receive()
-            elif event is END:
-                self._done = True
-                if self._decode is not None:
-                    tail = self._decode.flush()
-                    self._decode = None
-                    if tail:
-                        return bytes(tail)
-                return None
-            else:
-                assert isinstance(event, bytes)
-                return event
-
-    def _buffered_end(self, conn: _Conn) -> bool:
-        """Read what has arrived, without waiting; True if the end of the body is there."""
-        size = 0
-        peeked = False
-        while size <= DRAIN_MAX:
-            try:
-                event = conn.parser.next_event()
-            except HttpError:
-                return False
-            if event is END:
-                self._done = True
-                return True
-            if event is NEED_DATA:
-                if peeked or not conn.read_nowait():
-                    return False
-                peeked = True
-                continue
-            assert isinstance(event, bytes)
-            size += len(event)
-        return False
-
-    async def aclose(self, *, drain: bool = False) -> None:
-        """:meth:`close`, for the ``Upstream`` protocol (it does not wait either)."""
-        self.close(drain=drain)
-
-    def close(self, *, drain: bool = False) -> None:
-        """Done with this answer (never waits; see the module docstring). ``drain``: the
-        answer ended well, keep the connection if its end marker comes soon."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._done or (drain and self._buffered_end(conn)):
-            self._client._release(self._key, conn)
-        elif not (drain and self._client._drain(conn, self)):
-            conn.close()
-
-    async def _drain(self, conn: _Conn) -> None:
-        """Background: read up to the end marker within the grace, then keep or close."""
-        self._conn = conn
-        size = 0
-        try:
-            with trio.move_on_after(self._client.drain_grace):
-                while size <= DRAIN_MAX:
-                    data = await self._next_data()
-                    if data is None:
-                        break
-                    size += len(data)
-        except httpx.HTTPError:
-            pass
-        finally:
-            self._conn = None
-            if self._done:
-                self._client._release(self._key, conn)
-            else:
-                conn.close()
-            self._client._drained(self._key)
-
-
-async def _open_socket(addr: str, port: int) -> trio.SocketStream:
-    """A TCP connection to a literal address (no resolving, no racing: the addresses were
-    checked one by one, and are tried one by one)."""
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
-    try:
-        await sock.connect((addr, port))
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)  # sets TCP_NODELAY
 
 
 class _Retry(Exception):
@@ -325,7 +113,7 @@ class WireClient:
         self.max_idle = max_idle
         self.keepalive_expiry = keepalive_expiry
         self.drain_grace = drain_grace
-        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        self._idle: dict[tuple[str, int], list[Conn]] = {}
         # Background drains in progress by server, and the event set when one ends.
         self._draining: dict[tuple[str, int], tuple[int, trio.Event]] = {}
         self._targets: dict[str, _Target | None] = {}
@@ -399,7 +187,7 @@ class WireClient:
             raise httpx.UnsupportedProtocol(f"this client sends to http:// URLs only: {url}")
         self._check(url)
         head = self._head(url, target, headers) + b"%d\r\n\r\n" % len(body)
-        request = head + body if len(body) <= _RECEIVE else None
+        request = head + body if len(body) <= RECEIVE else None
         key = (target.host, target.port)
         conn = self._reuse(key)
         if conn is None and key in self._draining:
@@ -435,7 +223,7 @@ class WireClient:
         head = self._heads[key] = head[:-2] + b"Content-Length: "
         return head
 
-    def _reuse(self, key: tuple[str, int]) -> _Conn | None:
+    def _reuse(self, key: tuple[str, int]) -> Conn | None:
         conns = self._idle.get(key)
         now = time.monotonic()
         while conns:
@@ -445,7 +233,8 @@ class WireClient:
             conn.close()
         return None
 
-    def _release(self, key: tuple[str, int], conn: _Conn) -> None:
+    def release(self, key: tuple[str, int], conn: Conn) -> None:
+        """Keep ``conn`` for the next request to ``key``, if it may be kept."""
         if self._closed or not conn.parser.reusable:
             conn.close()
             return
@@ -455,24 +244,24 @@ class WireClient:
         conn.idle_since = time.monotonic()
         conns.append(conn)
 
-    def _drain(self, conn: _Conn, response: WireResponse) -> bool:
+    def drain(self, conn: Conn, response: WireResponse) -> bool:
         """Start a background drain of ``conn``; False if no drain can run (closing)."""
         if self._nursery is None or self._closed:
             return False
         key = response._key
         count, ended = self._draining.get(key, (0, trio.Event()))
         self._draining[key] = (count + 1, ended)
-        self._nursery.start_soon(response._drain, conn)
+        self._nursery.start_soon(response.run_drain, conn)
         return True
 
-    def _drained(self, key: tuple[str, int]) -> None:
+    def drained(self, key: tuple[str, int]) -> None:
         """A background drain of a connection to ``key`` ended (the connection kept or not)."""
         count, ended = self._draining.pop(key)
         ended.set()
         if count > 1:
             self._draining[key] = (count - 1, trio.Event())
 
-    async def _connect(self, target: _Target, timeout: float) -> _Conn:
+    async def _connect(self, target: _Target, timeout: float) -> Conn:
         host, port = target.host, target.port
         deadline = trio.current_time() + timeout
         with trio.move_on_at(deadline) as scope:
@@ -487,7 +276,7 @@ class WireClient:
             # Literal, checked addresses: nothing is resolved again between check and connect.
             with trio.move_on_at(deadline) as scope:
                 try:
-                    return _Conn(await _open_socket(addr, port))
+                    return Conn(await open_socket(addr, port))
                 except OSError as exc:
                     last = exc
                     continue
@@ -499,7 +288,7 @@ class WireClient:
     async def _exchange(
         self,
         key: tuple[str, int],
-        conn: _Conn,
+        conn: Conn,
         request: bytes | None,
         head: bytes,
         body: bytes,
@@ -542,8 +331,9 @@ class WireClient:
                         raise
                 else:
                     assert isinstance(event, Head)
+                    response = WireResponse(self, key, conn, event)
                     ok = True
-                    return WireResponse(self, key, conn, event)
+                    return response
         finally:
             if not ok:
                 conn.close()
