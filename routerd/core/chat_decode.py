@@ -23,6 +23,7 @@ byte of a 2xx answer and calls ``close()`` at end of body. Invariants:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
@@ -119,7 +120,7 @@ class _Framer(Protocol[_Item]):
     def close(self) -> list[_Item | LineTooLong]: ...
 
 
-class _Base(Generic[_Item]):
+class _Base(ABC, Generic[_Item]):
     """A stream decoder: a framing parser, and the bookkeeping every protocol shares.
     Subclasses say what one message (``_item``) means."""
 
@@ -160,8 +161,9 @@ class _Base(Generic[_Item]):
                 self._item(item, out)
         return out
 
+    @abstractmethod
     def _item(self, item: _Item, out: list[StreamEvent]) -> None:
-        raise NotImplementedError
+        """Turn one framed item into events (each wire format's own decoding)."""
 
     def _object(self, raw: bytes, out: list[StreamEvent]) -> dict[str, Any] | None:
         """One message as a JSON object; ``None`` after reporting it as garbage or as the
@@ -225,8 +227,9 @@ class _SseDecoder(_Base[SseMessage]):
         if value is not None:
             self._message(value, out)
 
+    @abstractmethod
     def _message(self, value: dict[str, Any], out: list[StreamEvent]) -> None:
-        raise NotImplementedError
+        """Turn one decoded JSON message into events (each API flavour's own fields)."""
 
 
 class OpenAIStreamDecoder(_SseDecoder):

@@ -17,7 +17,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
@@ -61,19 +61,8 @@ ServiceKind = Literal[
 ]
 
 #: Kinds ``identify`` may answer with (every kind except the configured-only ``custom``).
-IDENTIFIED_KINDS: Final[tuple[ServiceKind, ...]] = (
-    "ollama",
-    "lmstudio",
-    "jan",
-    "openwebui",
-    "localai",
-    "vllm",
-    "llamacpp",
-    "koboldcpp",
-    "gpt4all",
-    "textgen",
-    "llama_cpp_python",
-    "openai_compat",
+IDENTIFIED_KINDS: Final[tuple[ServiceKind, ...]] = tuple(
+    k for k in get_args(ServiceKind) if k != "custom"
 )
 
 #: How chat requests are sent: Ollama's native NDJSON API or OpenAI-style SSE.
