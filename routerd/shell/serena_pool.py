@@ -150,6 +150,9 @@ class SerenaPool:
         self._pidbook = PidBook(home / "pids")
         self._nursery: trio.Nursery | None = None
         self._running = trio.Event()
+        self._enabled = trio.Event()
+        if config.enabled:
+            self._enabled.set()
         self._start_lock = trio.Lock()
         self.leftovers_killed = 0
 
@@ -157,13 +160,20 @@ class SerenaPool:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Kill leftovers, start the configured workspaces, stop idle ones, until cancelled."""
+        killed = await trio.to_thread.run_sync(self._pidbook.reap)
+        self.leftovers_killed = len(killed)
         if self._launcher is None:
-            # Loading the SDK takes about half a second: in a thread, after READY.
+            # Loading the SDK takes about half a second of CPU, most of it holding the GIL:
+            # in a thread, after READY, and not at all while Serena is disabled (it would
+            # stall the requests in flight for nothing). Started meanwhile: the services
+            # started after this one must not wait for a reload.
+            if not self._enabled.is_set():
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
+                await self._enabled.wait()
             mcp_edge = await trio.to_thread.run_sync(importlib.import_module,
                                                      "routerd.shell.serena_mcp")
             self._launcher = mcp_edge.ProcessLauncher()
-        killed = await trio.to_thread.run_sync(self._pidbook.reap)
-        self.leftovers_killed = len(killed)
         self._configured = await trio.to_thread.run_sync(self._configured_specs, self.config)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -310,7 +320,9 @@ class SerenaPool:
         """A reload: new settings apply to running Serenas; those whose start inputs (command,
         languages, tools, ...) changed restart; unlisted ones stop if they may not run now."""
         old, self.config = self.config, new
-        if not new.enabled:
+        if new.enabled:
+            self._enabled.set()
+        else:
             for sup in list(self._sups.values()):
                 sup.request_stop()
             return

@@ -332,3 +332,42 @@ async def test_leftovers_of_a_killed_daemon_are_reaped(tree: Path, fake: FakeSer
 def test_state_names_are_the_wire_strings() -> None:
     assert {s.value for s in SerenaState} == {
         "stopped", "starting", "warming", "ready", "backoff", "stopping"}
+
+
+_SDK_PROBE = """
+import sys, json, trio
+from pathlib import Path
+from routerd.core.config import parse_config
+from routerd.shell.serena_pool import SerenaPool
+
+def serena(enabled):
+    text = json.dumps({"serena": {"enabled": enabled}})
+    return parse_config(text, fmt="yaml", env={}).serena
+
+async def main():
+    pool = SerenaPool(serena(False), home=Path(sys.argv[1]), env={"PATH": "/usr/bin"})
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(10):  # started at once: later services must not wait for it
+            await nursery.start(pool.run)
+        await trio.sleep(0.5)
+        print("mcp" in sys.modules, flush=True)
+        pool.apply_config(serena(True))
+        with trio.fail_after(30):
+            await pool._running.wait()
+        print("mcp" in sys.modules, flush=True)
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+"""
+
+
+def test_the_mcp_sdk_is_not_loaded_while_serena_is_disabled(tmp_path: Path) -> None:
+    """Loading the SDK holds the GIL for about half a second: a daemon with Serena disabled
+    never pays it (and reports started at once: the services started after it must not
+    wait), and one enabled by a reload loads it then."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _SDK_PROBE, str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.split() == ["False", "True"], out.stderr
