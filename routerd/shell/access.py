@@ -9,14 +9,16 @@ peer may not call is answered ``forbidden`` and recorded as ``security:forbidden
 
 User and group names in the configuration are looked up (``pwd``/``grp``) when the policy is
 built: at start and on each reload. An unknown name is logged and ignored (it admits nobody).
+
+POSIX only: on Windows the security feature installs no access control (the named pipe's
+security descriptor admits only the daemon's own user), and the configuration file may not
+name users or groups there (``routerd.shell.config_file``).
 """
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ from routerd.core.access import AccessPolicy, ClientGrant, Peer, admit, authoriz
 from routerd.core.config import Config
 
 from .dispatch import ConnectionInfo
+from .osdeps import effective_uid, group_id, user_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -69,21 +72,19 @@ def _peer_groups(sock: Any) -> tuple[int, ...]:
 def _uid_of(user: str) -> int | None:
     if user.isdigit():
         return int(user)
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
+    uid = user_id(user)
+    if uid is None:
         log.warning("security.clients: no user %r on this machine; the rule matches nobody", user)
-        return None
+    return uid
 
 
 def _gid_of(group: str, where: str) -> int | None:
     if group.isdigit():
         return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
+    gid = group_id(group)
+    if gid is None:
         log.warning("%s: no group %r on this machine; it admits nobody", where, group)
-        return None
+    return gid
 
 
 def build_policy(config: Config, *, owner_uid: int, socket_gid: int | None) -> AccessPolicy:
@@ -125,8 +126,11 @@ class AccessControl:
     """The hook the server and connections call (``app.access``)."""
 
     def __init__(self, app: App, *, owner_uid: int | None = None) -> None:
+        owner = effective_uid() if owner_uid is None else owner_uid
+        if owner is None:  # Windows: the pipe's security descriptor is the admission check
+            raise RuntimeError("peer admission needs Unix credentials")
         self._app = app
-        self._owner = os.geteuid() if owner_uid is None else owner_uid
+        self._owner = owner
         self._policy: AccessPolicy | None = None
         self.refused_peers = 0
         self.forbidden_calls = 0

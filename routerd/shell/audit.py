@@ -52,8 +52,8 @@ from routerd.core.audit import (
 from routerd.core.config import Config
 
 from .audit_files import AuditFileWriter, find_hash, tail_lines, verify_files
-from .listener import StartupError
 from .logs import event as log_event
+from .transport import StartupError
 
 __all__ = ["AuditLog", "AuditSettings", "JournalOnlyAudit", "Subscription", "options_of"]
 

@@ -45,6 +45,8 @@ from routerd.core.audit import (
     seal,
 )
 
+from .osdeps import O_BINARY, O_CLOEXEC, make_private, others_may_access
+
 __all__ = [
     "KEY_FILE",
     "AuditFileWriter",
@@ -72,10 +74,10 @@ def load_or_create_key(path: Path) -> tuple[bytes, list[str]]:
     """
     notes: list[str] = []
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC | O_BINARY, 0o600)
     except FileExistsError:
         st = os.stat(path)
-        if st.st_mode & 0o077:
+        if others_may_access(st.st_mode):
             os.chmod(path, 0o600)
             notes.append(
                 f"audit key {path} was readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
@@ -188,10 +190,10 @@ class AuditFileWriter:
             return notes
 
     def _open_fd(self) -> int:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_CLOEXEC | O_BINARY
         fd = os.open(self.path, flags, 0o600)
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
+        if others_may_access(os.fstat(fd).st_mode):
+            make_private(fd)
         return fd
 
     def _recover(self) -> list[str]:

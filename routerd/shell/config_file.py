@@ -7,13 +7,20 @@ system and the process environment.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 from routerd.core.config import Config, ConfigError, parse_config, resolve_paths
 
-__all__ = ["CONFIG_NAMES", "SYSTEM_CONFIG_DIR", "find_default_config", "load_config_file"]
+__all__ = [
+    "CONFIG_NAMES",
+    "SYSTEM_CONFIG_DIR",
+    "check_platform",
+    "find_default_config",
+    "load_config_file",
+]
 
 #: File extensions and the format each one means.
 _FORMATS: dict[str, Literal["toml", "yaml"]] = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
@@ -24,7 +31,12 @@ SYSTEM_CONFIG_DIR = Path("/etc/routerd")
 _MAX_SIZE = 4 * 1024 * 1024
 
 
-def load_config_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def load_config_file(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    platform: str = sys.platform,
+) -> Config:
     """Read, parse and validate the configuration file at ``path``.
 
     The format comes from the extension: ``.toml``, ``.yaml`` or ``.yml``. ``env`` supplies
@@ -33,7 +45,8 @@ def load_config_file(path: str | os.PathLike[str], env: Mapping[str, str] | None
     (see :func:`routerd.core.config.resolve_paths`).
 
     Raises :class:`ConfigError` for an unsupported extension, an unreadable file (with the
-    operating system's reason), invalid UTF-8, and every parse or validation problem.
+    operating system's reason), invalid UTF-8, every parse or validation problem, and settings
+    that cannot apply on ``platform`` (:func:`check_platform`).
     """
     if env is None:
         env = os.environ
@@ -61,8 +74,42 @@ def load_config_file(path: str | os.PathLike[str], env: Mapping[str, str] | None
             f"not valid UTF-8 (byte offset {exc.start}): save the file as UTF-8", source=source
         ) from None
     config = parse_config(text, fmt=fmt, env=env, source=source)
+    check_platform(config, platform, source=source)
     base = p.absolute().parent
     return resolve_paths(config, str(base), home=env.get("HOME") or None)
+
+
+def check_platform(config: Config, platform: str, *, source: str = "<string>") -> None:
+    """Raise :class:`ConfigError` for a setting that cannot apply on ``platform``.
+
+    On Windows (``"win32"``): the named pipe admits only the user routerd runs as, so rules
+    naming other Unix users and groups (``security.allowed_uids``, ``allowed_groups``,
+    ``clients``) would be silently void: they are refused. So is ``http.unix_socket`` (Python
+    has no Unix sockets there). ``daemon.socket_group`` is only warned about at start
+    (``routerd.shell.transport``).
+    """
+    if platform != "win32":
+        return
+    s = config.security
+    for key, value in (
+        ("allowed_uids", s.allowed_uids),
+        ("allowed_groups", s.allowed_groups),
+        ("clients", s.clients),
+    ):
+        if value:
+            raise ConfigError(
+                "Unix users and groups do not apply on Windows: the named pipe admits only "
+                "the user routerd runs as; remove this setting",
+                source=source,
+                path=f"$.security.{key}",
+            )
+    if config.http.unix_socket:
+        raise ConfigError(
+            "Unix sockets are not available on Windows; serve the HTTP front on "
+            "http.listen (loopback TCP) and remove this setting",
+            source=source,
+            path="$.http.unix_socket",
+        )
 
 
 def find_default_config(

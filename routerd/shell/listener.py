@@ -11,22 +11,26 @@ Invariants:
   0660 with the configured group; a parent directory we create is 0700 (0750 with a group).
 * An inherited socket (systemd ``LISTEN_FDS``) is used as is and never unlinked; a socket file
   and lock file are removed at exit only if this process created them and they are still ours.
+
+POSIX only: Python has no ``AF_UNIX`` on Windows, where the daemon serves a named pipe
+(``routerd.shell.transport``). The module imports there (the HTTP fronts import it), but
+:func:`open_listener` refuses at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import grp
 import logging
 import os
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
+from .osdeps import O_CLOEXEC, group_id, lock_exclusive
 from .paths import check_socket_path, lock_path_for
 from .transport import SocketInUse, StartupError  # defined there (no fcntl): Windows too
 
@@ -80,8 +84,11 @@ def open_listener(
     """Return a listening socket for ``path``, or the one systemd passed in ``env``.
 
     Raises :class:`SocketInUse` if another daemon is live on ``path`` and
-    :class:`StartupError` for every other reason the socket cannot be served.
+    :class:`StartupError` for every other reason the socket cannot be served (on Windows,
+    always: no Unix sockets there).
     """
+    if sys.platform == "win32":
+        raise StartupError(f"cannot serve {path}: Unix sockets are not available on Windows")
     inherited = _inherited_socket(env)
     if inherited is not None:
         name = inherited.getsockname()
@@ -108,6 +115,8 @@ def open_listener(
 
 
 def _inherited_socket(env: Mapping[str, str]) -> socket.socket | None:
+    if sys.platform == "win32":
+        raise AssertionError("Unix only: open_listener refuses on Windows")
     if env.get("LISTEN_PID") != str(os.getpid()):
         return None
     try:
@@ -142,13 +151,15 @@ def _inherited_socket(env: Mapping[str, str]) -> socket.socket | None:
 def _group_id(group: str) -> int:
     if group.isdigit():
         return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise StartupError(f"socket group {group!r} (daemon.socket_group) does not exist") from None
+    gid = group_id(group)
+    if gid is None:
+        raise StartupError(f"socket group {group!r} (daemon.socket_group) does not exist")
+    return gid
 
 
 def _ensure_parent(path: str, gid: int | None) -> None:
+    if sys.platform == "win32":
+        raise AssertionError("Unix only: open_listener refuses on Windows")
     parent = os.path.dirname(path)
     if os.path.isdir(parent):
         return  # an existing directory (perhaps /tmp) is never re-permissioned
@@ -166,11 +177,11 @@ def _acquire_lock(path: str) -> int:
     lock = lock_path_for(path)
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StartupError(f"cannot open the lock file {lock}: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_exclusive(fd)
         except BlockingIOError:
             os.close(fd)
             pid = _live_pid(path)
@@ -210,6 +221,8 @@ def _live_pid(path: str) -> int | None:
 
     Errors other than "refused"/"absent" count as live: never delete what we cannot check.
     """
+    if sys.platform == "win32":
+        raise AssertionError("Unix only: open_listener refuses on Windows")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(2.0)
     try:
@@ -246,6 +259,8 @@ def _in_use_message(path: str, pid: int) -> str:
 
 
 def _bind(path: str, gid: int | None, backlog: int) -> socket.socket:
+    if sys.platform == "win32":
+        raise AssertionError("Unix only: open_listener refuses on Windows")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     bound = False
     try:

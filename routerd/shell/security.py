@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,9 @@ from .audit import AuditLog, AuditSettings, JournalOnlyAudit, options_of
 from .audit_files import load_or_create_key
 from .checksums import Checksums
 from .dispatch import RequestContext, Stream
-from .listener import StartupError
+from .osdeps import effective_uid
 from .state_dir import ensure_private_dir, resolve_state_dir
+from .transport import StartupError
 
 __all__ = ["egress_reporter", "install"]
 
@@ -131,14 +133,16 @@ async def verify(ctx: RequestContext, params: VerifyParams, *, sums: Checksums) 
 
 
 async def doctor(
-    ctx: RequestContext, params: EmptyParams, *, sums: Checksums, access: AccessControl
+    ctx: RequestContext, params: EmptyParams, *, sums: Checksums, access: AccessControl | None
 ) -> DoctorResult:
     facts = await trio.to_thread.run_sync(_facts, ctx.app, sums, access)
     return DoctorResult(checks=evaluate(facts))
 
 
 def _mode_of(path: Path | str | None) -> tuple[int | None, int | None]:
-    if not path:
+    if not path or sys.platform == "win32":
+        # Windows: mode bits say nothing about access (the ACL does), so the doctor says
+        # "unknown"; and statting the pipe's name would connect to it.
         return None, None
     try:
         st = os.stat(path)
@@ -147,7 +151,7 @@ def _mode_of(path: Path | str | None) -> tuple[int | None, int | None]:
     return st.st_mode, st.st_uid
 
 
-def _facts(app: App, sums: Checksums, access: AccessControl) -> DaemonFacts:
+def _facts(app: App, sums: Checksums, access: AccessControl | None) -> DaemonFacts:
     config = app.config
     s = config.security
     policy = policy_from_config(s)
@@ -170,11 +174,12 @@ def _facts(app: App, sums: Checksums, access: AccessControl) -> DaemonFacts:
         socket_path=app.socket_path or "",
         socket_mode=socket_mode,
         socket_uid=socket_uid,
-        daemon_uid=os.geteuid(),
+        daemon_uid=-1 if (uid := effective_uid()) is None else uid,  # Windows: no uids
         socket_group=config.daemon.socket_group,
         serena_enabled=config.serena.enabled,
         serena_usage_reporting_off=env.get("SERENA_USAGE_REPORTING") == "false",
-        access_control=app.access is access,
+        # None: Windows, where the pipe's security descriptor admits only the daemon's user.
+        access_control=access is None or app.access is access,
     )
     if isinstance(audit, AuditLog):
         facts.audit_path = str(audit.settings.path)
@@ -224,7 +229,7 @@ def install(app: App, *, state_dir: Path | None = None) -> None:
     """Plug the security feature into ``app`` (see the module docstring)."""
     config = app.config
     if state_dir is None:
-        state_dir = resolve_state_dir(config.daemon.state_dir, app.env, uid=os.geteuid())
+        state_dir = resolve_state_dir(config.daemon.state_dir, app.env, uid=effective_uid())
     if config.security.audit_enabled:
         audit = AuditLog(AuditSettings.from_config(config, state_dir))
         app.audit = audit
@@ -235,10 +240,14 @@ def install(app: App, *, state_dir: Path | None = None) -> None:
     else:
         app.audit = JournalOnlyAudit()
         app.add_component("audit", lambda: {"enabled": False, "state": "off"})
-    access = AccessControl(app)
-    app.access = access
-    app.add_reload_hook(access.reload)
-    app.add_component("access", access.status)
+    access: AccessControl | None = None
+    if sys.platform != "win32":
+        # On Windows the named pipe's security descriptor admits only the daemon's own user,
+        # who may call every method: there is no peer to check (docs/operations.md, Windows).
+        access = AccessControl(app)
+        app.access = access
+        app.add_reload_hook(access.reload)
+        app.add_component("access", access.status)
     sums = Checksums(app)
     app.add_service("checksums", sums.run, before_ready=False)
     app.add_component("checksums", sums.status)

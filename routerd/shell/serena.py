@@ -29,7 +29,6 @@ it out; only the ``serena*`` shell modules import the ``mcp`` SDK.
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from pathlib import Path
@@ -56,6 +55,7 @@ from routerd_client.protocol_serena import (
 
 from .app import App
 from .dispatch import RequestContext
+from .osdeps import effective_uid
 from .serena_pool import Budget, Client, Resolved, SerenaPool
 from .serena_types import Launcher
 from .state_dir import ensure_private_dir, resolve_state_dir
@@ -74,7 +74,7 @@ def serena_home(config: Config, env: Any) -> Path:
     """``serena.home``, else ``<state directory>/serena``."""
     if config.serena.home:
         return Path(config.serena.home)
-    return resolve_state_dir(config.daemon.state_dir, env, uid=os.geteuid()) / "serena"
+    return resolve_state_dir(config.daemon.state_dir, env, uid=effective_uid()) / "serena"
 
 
 def install(app: App, *, launcher: Launcher | None = None, home: Path | None = None,
@@ -124,7 +124,7 @@ def _client(ctx: RequestContext) -> Client:
 
 def _is_operator(ctx: RequestContext) -> bool:
     uid = ctx.conn.peer_uid
-    return uid is not None and uid in (0, os.geteuid())
+    return uid is not None and uid in (0, effective_uid())
 
 
 async def _status(ctx: RequestContext, params: SerenaWorkspaceParams) -> SerenaStatusResult:

@@ -31,6 +31,7 @@ from mcp import Client, MCPError
 from mcp.client._transport import TransportStreams
 from mcp.shared.message import SessionMessage
 
+from .osdeps import NEW_PROCESS_GROUP
 from .serena_procs import kill_tree
 from .serena_types import (
     LaunchSpec,
@@ -151,7 +152,8 @@ def _parse_line(line: bytes) -> SessionMessage | Exception:
 
 
 class ProcessLauncher:
-    """Starts the real Serena: a child process in its own session, stdio piped."""
+    """Starts the real Serena: a child process in its own session (on Windows: process
+    group), stdio piped."""
 
     def __init__(self, *, on_spawn: Callable[[int], None] | None = None) -> None:
         self._on_spawn = on_spawn
@@ -161,7 +163,7 @@ class ProcessLauncher:
         try:
             proc = await trio.lowlevel.open_process(
                 spec.argv, stdin=-1, stdout=-1, stderr=-1, env=spec.env, cwd=spec.cwd,
-                start_new_session=True)
+                **NEW_PROCESS_GROUP)
         except OSError as exc:
             raise SerenaGone(f"cannot start {spec.argv[0]}: {exc.strerror or exc}") from None
         link = _ProcessLink(proc)

@@ -9,7 +9,9 @@ A :class:`PidBook` keeps one small JSON file per running Serena, naming each pro
 leader with its start time (``/proc/PID/stat`` field 22): at the next start, a leftover group
 is killed only if its leader is still the same process (a pid can be reused).
 
-Linux only (``/proc``); elsewhere nothing is found and only Serena's own group is killed.
+Linux only (``/proc``); elsewhere nothing is found and only Serena's own group is killed. On
+Windows that kills Serena alone (``osdeps.kill_process_group``): its language servers outlive
+it, and nothing is recorded for the next start to reap.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import contextlib
 import json
 import logging
 import os
-import signal
 from collections.abc import Iterable
 from pathlib import Path
+
+from .osdeps import kill_process_group
 
 __all__ = ["Group", "PidBook", "child_groups", "kill_groups", "kill_tree", "start_time"]
 
@@ -79,12 +82,9 @@ def kill_groups(groups: Iterable[Group], *, check_start: bool = True) -> list[in
     belong to someone else by now)."""
     killed = []
     for pgid, started in groups:
-        if pgid <= 1 or pgid == os.getpgrp():
-            continue  # never our own group, never init's
         if check_start and start_time(pgid) != started:
             continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        if kill_process_group(pgid):  # never our own group, never init's
             killed.append(pgid)
     return killed
 
@@ -93,9 +93,7 @@ def kill_tree(pid: int, extra: Iterable[Group] = ()) -> None:
     """SIGKILL Serena's group, the groups of its children (language servers), and ``extra``
     groups recorded earlier. Children are found before Serena dies and they are re-parented."""
     groups = child_groups(pid) + list(extra)
-    if pid > 1 and pid != os.getpgrp():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    kill_process_group(pid)
     kill_groups(groups)
 
 

@@ -6,14 +6,14 @@ the whole path from ``/``, that the client's uid (and groups) could read the wor
 the file named: the rule the kernel would apply for that uid
 (``routerd.core.serena_access.may_read``). A directory no configured workspace contains becomes
 an unlisted workspace: its nearest ancestor holding ``.git`` (else itself), if it looks like a
-project and ``serena.unlisted_workspaces`` allows it.
+project and ``serena.unlisted_workspaces`` allows it. A client whose uid is unknown is refused:
+that is every client on Windows, whose named pipe has no uids (docs/operations.md, Windows).
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import pwd
 import stat
 from collections.abc import Mapping
 
@@ -31,6 +31,8 @@ from routerd.core.serena_access import (
     relative_path,
     unlisted_problem,
 )
+
+from .osdeps import home_of, user_groups
 
 __all__ = ["Client", "Resolved", "resolve_workspace"]
 
@@ -79,7 +81,7 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
                         "(serena.unlisted_workspaces is false)")
     else:
         spec = WorkspaceSpec(path=_project_root(real), languages=tuple(config.languages))
-        problem = unlisted_problem(spec.path, _home_of(client.uid))
+        problem = unlisted_problem(spec.path, home_of(client.uid))
         if problem is not None:
             raise Forbidden(problem)
     groups = _groups_of(client)
@@ -133,22 +135,10 @@ def _stat_chain(path: str) -> list[PathStat]:
     return out
 
 
-def _home_of(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_dir
-    except KeyError:
-        return None
-
-
 def _groups_of(client: Client) -> set[int]:
     groups = set(client.groups)
     if client.gid is not None:
         groups.add(client.gid)
     if not client.groups and client.uid is not None:
-        try:
-            pw = pwd.getpwuid(client.uid)
-            groups.update(os.getgrouplist(pw.pw_name, client.gid if client.gid is not None
-                                          else pw.pw_gid))
-        except (KeyError, OSError):
-            pass
+        groups.update(user_groups(client.uid, client.gid))
     return groups

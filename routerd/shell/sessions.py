@@ -36,7 +36,6 @@ Modules: ``routerd.core.sessions`` decides (ids, ownership, turns, expiry, evict
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 import weakref
@@ -70,6 +69,7 @@ from routerd.core.sessions import (
 from routerd.core.tokens import Calibration, MessageLike, observe_prompt, observe_text
 
 from .app import App
+from .osdeps import effective_uid
 from .sessions_db import SessionStore, StoreError
 from .sessions_methods import register_methods
 from .sessions_turn import Session, UsageLike, compaction_policy, os_name, serena_state_of
@@ -129,7 +129,8 @@ class SessionManager:
         self.store = SessionStore(state_dir)
         self.settings = settings
         self.policy = policy or CompactionPolicy()
-        self.daemon_uid = os.geteuid() if daemon_uid is None else daemon_uid
+        uid = effective_uid() if daemon_uid is None else daemon_uid
+        self.daemon_uid = -1 if uid is None else uid  # -1: Windows, no uids (no operator)
         self._serena_state = serena_state or (lambda: "disabled")
         self._clock = clock
         self.phase: Phase = "starting"
@@ -529,7 +530,7 @@ def install(app: App, *, state_dir: Path | None = None) -> None:
     reload hook and the ``sessions.*`` methods. ``state_dir``: tests pass their own."""
     config = app.config
     if state_dir is None:
-        state_dir = resolve_state_dir(config.daemon.state_dir, app.env, uid=os.geteuid())
+        state_dir = resolve_state_dir(config.daemon.state_dir, app.env, uid=effective_uid())
     mgr = SessionManager(
         state_dir,
         config.sessions,

@@ -6,7 +6,9 @@ Invariants:
 
 * The file is created 0600 (``O_CREAT`` with mode 0600 and ``O_NOFOLLOW``), and a wider mode
   found on it is narrowed; SQLite gives its ``-wal`` and ``-shm`` files the main file's mode.
-  Anything but a regular file of the daemon's user is refused.
+  Anything but a regular file of the daemon's user is refused. (On Windows only "regular
+  file" is checked: mode bits and owner uids do not apply there; the file is private by the
+  ACL of the per-user state directory it is in.)
 * ``secure_delete`` and ``synchronous=FULL`` are checked after they are set: a connection that
   does not have them is never used. ``auto_vacuum=INCREMENTAL`` is set on a new file only (it
   cannot change once a table exists).
@@ -20,9 +22,12 @@ import logging
 import os
 import sqlite3
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import Final
+
+from .osdeps import O_CLOEXEC, O_NOFOLLOW
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -111,11 +116,13 @@ class transaction:
 def _private_file(path: Path) -> None:
     """Create ``path`` 0600 if missing; refuse anything but our own regular file; narrow a
     wider mode to 0600 (SQLite gives its ``-wal`` and ``-shm`` files the main file's mode)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file")
+        if sys.platform == "win32":
+            return  # no owner uid or mode bits there (the module docstring)
         if st.st_uid != os.geteuid():
             raise OSError(f"{path} belongs to uid {st.st_uid}, not to routerd's user")
         if stat.S_IMODE(st.st_mode) != 0o600:

@@ -3,11 +3,18 @@
 Order: ``daemon.state_dir`` in the configuration; systemd's ``$STATE_DIRECTORY`` (the first, if
 it lists several); ``$XDG_STATE_HOME/routerd``; ``~/.local/state/routerd``; for root without a
 home to speak of, ``/var/lib/routerd``. The directory is created 0700 if missing.
+
+On Windows: ``daemon.state_dir``, else ``%LOCALAPPDATA%\\routerd`` (else
+``%USERPROFILE%\\AppData\\Local\\routerd``), which is private by its ACL: the user's profile
+admits that user, the administrators and SYSTEM, and new files inherit it. (Python 3.11.10,
+3.12.4 and later also give a directory made with mode 0700 such an ACL of its own.)
 """
 
 from __future__ import annotations
 
+import ntpath
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,10 +23,18 @@ __all__ = ["SYSTEM_STATE_DIR", "resolve_state_dir", "ensure_private_dir"]
 SYSTEM_STATE_DIR = "/var/lib/routerd"
 
 
-def resolve_state_dir(configured: str | None, env: Mapping[str, str], *, uid: int) -> Path:
-    """The state directory to use (not created)."""
+def resolve_state_dir(
+    configured: str | None,
+    env: Mapping[str, str],
+    *,
+    uid: int | None,
+    platform: str = sys.platform,
+) -> Path:
+    """The state directory to use (not created). ``uid``: the daemon's (None on Windows)."""
     if configured:
         return Path(os.path.expanduser(configured))
+    if platform == "win32":
+        return _windows_state_dir(env)
     systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
     if systemd and os.path.isabs(systemd):
         return Path(systemd)
@@ -32,6 +47,16 @@ def resolve_state_dir(configured: str | None, env: Mapping[str, str], *, uid: in
     if home and os.path.isabs(home):
         return Path(home) / ".local" / "state" / "routerd"
     return Path(SYSTEM_STATE_DIR)
+
+
+def _windows_state_dir(env: Mapping[str, str]) -> Path:
+    local = env.get("LOCALAPPDATA")
+    if local and ntpath.isabs(local):
+        return Path(local) / "routerd"
+    profile = env.get("USERPROFILE")
+    if profile and ntpath.isabs(profile):
+        return Path(profile) / "AppData" / "Local" / "routerd"
+    return Path.home() / "AppData" / "Local" / "routerd"
 
 
 def ensure_private_dir(path: Path) -> Path:

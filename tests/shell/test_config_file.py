@@ -240,3 +240,31 @@ def test_example_config_with_every_commented_setting_enabled_loads(tmp_path: pat
     assert cfg.services.custom_endpoints[0].name == "gpu-box"
     assert cfg.models[0].id == "my-finetune-7b"
     assert cfg.serena.workspaces == ["/home/u/src/other-project"]
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("[security]\nallowed_uids = [1001]\n", "$.security.allowed_uids"),
+        ("[security]\nallowed_groups = ['dev']\n", "$.security.allowed_groups"),
+        ("[[security.clients]]\nuser = 'alice'\nmethods = ['status']\n", "$.security.clients"),
+        ("[http]\nunix_socket = '/tmp/h.sock'\n", "$.http.unix_socket"),
+    ],
+)
+def test_unix_only_settings_are_refused_on_windows(
+    tmp_path: pathlib.Path, text: str, path: str
+) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text, encoding="utf-8")
+    load_config_file(p, {}, platform="linux")  # fine where they apply
+    with pytest.raises(ConfigError) as err:
+        load_config_file(p, {}, platform="win32")
+    assert err.value.path == path and "Windows" in err.value.message
+    assert str(err.value).startswith(f"{p}: {path}: ")
+
+
+def test_seed_config_loads_on_windows() -> None:
+    env = {"WORKSPACE_ROOT": "/srv/p"}
+    assert load_config_file(DATA / "seed-config.yaml", env, platform="win32") == load_config_file(
+        DATA / "seed-config.yaml", env, platform="linux"
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import sys
 import zlib
 from typing import Any, Final, Protocol
 
@@ -64,17 +65,26 @@ class Conn:
         """Close the socket now (never waits)."""
         self.stream.socket.close()
 
-    def looks_closed(self) -> bool:
-        """An idle connection with something to read: the server closed it (EOF) or sent
-        bytes nobody asked for; either way it is not reusable."""
-        fd = self.stream.socket.fileno()
-        if fd < 0:
-            return True
-        if _poll is None:
-            return bool(select.select([fd], [], [], 0)[0])
-        poller = _poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+    # An idle connection with something to read: the server closed it (EOF) or sent bytes
+    # nobody asked for; either way it is not reusable. Which one is defined is decided here,
+    # once: this runs for every request that reuses a connection.
+    if sys.platform == "win32":
+
+        def looks_closed(self) -> bool:
+            fd = self.stream.socket.fileno()
+            if fd < 0:
+                return True
+            return bool(select.select([fd], [], [], 0)[0])  # Windows has no poll()
+
+    else:
+
+        def looks_closed(self) -> bool:
+            fd = self.stream.socket.fileno()
+            if fd < 0:
+                return True
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
 
     async def receive(self) -> None:
         """Read what the server sent into the parser (EOF included)."""
@@ -105,9 +115,6 @@ class Conn:
             return self.parser.next_event()
         except HttpError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from None
-
-
-_poll = getattr(select, "poll", None)
 
 
 def body_decoder(encoding: bytes) -> Any:

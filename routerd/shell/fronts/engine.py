@@ -20,7 +20,6 @@ Contract:
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from routerd.core.fronts.wire import json_bytes
 from routerd.shell.app import App
 from routerd.shell.discovery import outcome_from_exception
 from routerd.shell.dispatch import ConnectionInfo, RequestContext
+from routerd.shell.osdeps import effective_gid, effective_uid
 from routerd.shell.routing import Router, router_of
 from routerd.shell.routing.executor import Answer
 from routerd.shell.routing.methods import run_route
@@ -115,9 +115,9 @@ def caller(app: App, req: HttpRequest, admission: Admission, *, socket_private: 
     """The ``ConnectionInfo`` of one HTTP request (see the module docstring)."""
     uid: int | None = None
     if admission.token is not None:
-        cid, uid = -(admission.token + 1), os.geteuid()
+        cid, uid = -(admission.token + 1), effective_uid()
     elif req.transport == "unix":
-        cid, uid = _UNIX_ID, (os.geteuid() if socket_private else None)
+        cid, uid = _UNIX_ID, (effective_uid() if socket_private else None)
     else:
         cid = _ANONYMOUS_ID
     ua = req.header("user-agent") or "http"
@@ -126,7 +126,7 @@ def caller(app: App, req: HttpRequest, admission: Admission, *, socket_private: 
         id=cid,
         opened_at=time.time(),
         peer_uid=uid,
-        peer_gid=os.getegid() if uid is not None else None,
+        peer_gid=effective_gid() if uid is not None else None,
         client=ClientInfo(name=name[:64] or "http", version=version[:32]),
         agent=_agent(req, list(app.config.agents)),
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
@@ -48,6 +47,7 @@ from routerd.shell.app import App
 from routerd.shell.dispatch import ConnectionInfo
 from routerd.shell.http import make_http_client
 from routerd.shell.listener import Listener, StartupError, open_listener
+from routerd.shell.osdeps import set_reuse_address
 from routerd.shell.requests import INTERNAL_MESSAGE
 from routerd.shell.routing import router_of
 from routerd.shell.security import egress_reporter
@@ -233,7 +233,8 @@ class HttpFront:
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:  # fmt: skip
         hc = HypercornConfig()
         # hypercorn owns duplicates (and closes them); we keep and close the originals.
-        hc.bind = [f"fd://{os.dup(s.fileno())}" for s in sockets]
+        # (socket.dup, not os.dup: on Windows a socket is not a C runtime descriptor.)
+        hc.bind = [f"fd://{s.dup().detach()}" for s in sockets]
         hc.errorlog = logging.getLogger("routerd.http.server")
         hc.accesslog = None
         hc.include_server_header = False
@@ -389,7 +390,7 @@ def _tcp_socket(address: ListenAddress) -> socket.socket:
     family = socket.AF_INET6 if address.family_v6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        set_reuse_address(sock)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((address.bind_host, address.port))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -19,6 +18,7 @@ from typing import Final
 from routerd.core.config import Config
 from routerd.core.fronts.guard import parse_tokens
 
+from ..osdeps import O_BINARY, O_CLOEXEC, effective_uid, others_may_access
 from ..state_dir import ensure_private_dir, resolve_state_dir
 
 __all__ = ["TOKEN_FILE_NAME", "TokenFile", "token_path", "load_tokens"]
@@ -36,7 +36,7 @@ def token_path(config: Config, env: Mapping[str, str]) -> Path:
     """Where the token file is (``http.token_file``, else in the state directory)."""
     if config.http.token_file:
         return Path(config.http.token_file)
-    return resolve_state_dir(config.daemon.state_dir, env, uid=os.geteuid()) / TOKEN_FILE_NAME
+    return resolve_state_dir(config.daemon.state_dir, env, uid=effective_uid()) / TOKEN_FILE_NAME
 
 
 class TokenFile:
@@ -51,7 +51,7 @@ class TokenFile:
 
 def _create(path: Path) -> None:
     ensure_private_dir(path.parent)  # an existing directory is left as it is
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC | O_BINARY, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(_HEADER + secrets.token_urlsafe(32) + "\n")
 
@@ -70,5 +70,5 @@ def load_tokens(path: Path, *, create: bool) -> TokenFile:
     with path.open(encoding="utf-8") as f:
         mode = os.fstat(f.fileno()).st_mode
         text = f.read()
-    exposed = bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
+    exposed = others_may_access(mode)
     return TokenFile(path, parse_tokens(text), exposed, created)
