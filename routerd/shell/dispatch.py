@@ -59,7 +59,7 @@ class ConnectionInfo:
     opened_at: float  # wall clock, seconds since the epoch
     max_frame_size: int = 0  # the frame limit this connection's reader enforces
     peer_pid: int | None = None
-    peer_uid: int | None = None
+    peer_uid: int | None = None  # None: unknown; osdeps.SELF_UID: a named-pipe peer (Windows)
     peer_gid: int | None = None
     peer_groups: tuple[int, ...] = ()  # supplementary groups (SO_PEERGROUPS), when checked
     client: ClientInfo | None = None
@@ -94,9 +94,9 @@ class Stream(Protocol):
     async def emit(self, event: str, data: Any = None, *, flush: bool = True) -> None:
         """Send one non-final ``event`` frame.
 
-        ``flush=False`` lets the frame wait until the handler next waits, to go out in one
-        write with what follows it (for events nobody waits on at once); frames always keep
-        their order.
+        ``flush=False`` lets the frame linger (up to ``outbound.LINGER``) for the next frame,
+        to go out in one write with it (for events nobody waits on at once); frames always
+        keep their order.
 
         Waits while this stream already has ``daemon.stream_queue`` frames waiting to be
         written; after ``daemon.slow_consumer_timeout`` seconds of waiting the request is

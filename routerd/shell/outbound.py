@@ -4,10 +4,13 @@ Invariants:
 
 * Frames leave in the order they were queued (a stream's events before its ``end``).
 * Writes never interleave mid-frame: the writer task (``run``) writes queued frames, and
-  ``put`` writes directly (non-blocking, whatever the kernel takes at once) only when nothing
-  is queued and the writer is not in the middle of a write. ``put(..., soon=True)`` never
-  writes directly: the frame goes out once the caller next waits, in one write with
-  whatever else was queued by then (fewer writes, and fewer wake-ups of the client).
+  ``put`` writes directly (non-blocking, whatever the kernel takes at once) only when the
+  writer is not in the middle of a write and nothing but lingering frames is queued.
+* ``put(..., soon=True)`` never writes directly: the frame *lingers* up to ``LINGER`` seconds
+  for the next frame written at once (``put`` without ``soon``), which takes it along in the
+  same write; the writer task sends it when the time is up. So a stream's ``selected`` event
+  and its first chunk reach the client in one write and one wake-up of the client, and a
+  ``selected`` whose model is slow to answer still arrives within ``LINGER``.
 * ``backlog`` counts the bytes queued plus those being written; ``credit`` semaphores given
   with a frame are released once that frame has been handed to the kernel, which is how each
   stream's queue stays at most ``stream_queue`` frames long.
@@ -22,13 +25,18 @@ from collections import deque
 
 import trio
 
-__all__ = ["Outbound", "DEFAULT_HIGH_WATER", "WRITE_CHUNK"]
+__all__ = ["Outbound", "DEFAULT_HIGH_WATER", "LINGER", "WRITE_CHUNK"]
 
 #: Bytes of queued output above which a connection stops reading new frames.
 DEFAULT_HIGH_WATER = 1024 * 1024
 
 #: Frames are coalesced into writes of about this size (fewer syscalls for small replies).
 WRITE_CHUNK = 64 * 1024
+
+#: Seconds a ``soon`` frame waits for a frame written at once to go out with (see above).
+LINGER = 0.02
+
+_Credits = tuple[trio.Semaphore, ...]
 
 
 class Outbound:
@@ -40,11 +48,14 @@ class Outbound:
         high_water: int = DEFAULT_HIGH_WATER,
         *,
         fd: int | None = None,
+        linger: float = LINGER,
     ) -> None:
         self._stream = stream
+        self._linger = linger
         self._fd = fd  # the socket's descriptor, for the non-blocking fast path in put()
         self._sending = False
-        self._queue: deque[tuple[bytes, trio.Semaphore | None]] = deque()
+        self._queue: deque[tuple[bytes, _Credits]] = deque()
+        self._lingering = False  # everything queued was put with soon=True (and may wait)
         self._backlog = 0
         self._high_water = high_water
         self._low_water = high_water // 2
@@ -74,31 +85,59 @@ class Outbound:
         """Queue one encoded frame (prefix included). Never blocks.
 
         ``credit``, if given, was acquired by the caller and is released after the write.
-        ``soon``: leave the frame to the writer task (see the module docstring).
+        ``soon``: let the frame linger for the next one (see the module docstring).
         """
+        credits: _Credits = () if credit is None else (credit,)
         if self._failed:
-            if credit is not None:
-                credit.release()
+            for c in credits:
+                c.release()
             return
-        if not soon and self._fd is not None and not self._queue and not self._sending:
-            # Nothing is queued or being written, so this frame is next whoever writes it:
-            # try a non-blocking write now and save a trip through the writer task.
+        queue = self._queue
+        wake = True
+        if soon:
+            if not queue:
+                self._lingering = True  # the writer starts the clock
+            elif self._lingering:
+                wake = False  # the writer's clock runs already: this one lingers with the rest
+        elif self._fd is not None and not self._sending and (not queue or self._lingering):
+            # Nothing is being written and nothing queued must go first but lingering frames:
+            # write them with this one now, non-blocking, and save a trip through the writer.
+            if queue:
+                data, credits = self._take_lingering(data, credits)
             try:
                 written = os.write(self._fd, data)
             except OSError:
                 written = 0  # EAGAIN, or a dead peer: the writer task finds out and fails
             if written == len(data):
-                if credit is not None:
-                    credit.release()
+                for c in credits:
+                    c.release()
+                self._update_events()
                 return
             data = data[written:]
-        self._queue.append((data, credit))
+        else:
+            self._lingering = False
+        queue.append((data, credits))
         self._backlog += len(data)
         if self._backlog > self._high_water and self._below.is_set():
             self._below = trio.Event()
         if self._flushed.is_set():
             self._flushed = trio.Event()
-        self._wake.set()
+        if wake:
+            self._wake.set()
+
+    def _take_lingering(self, data: bytes, credits: _Credits) -> tuple[bytes, _Credits]:
+        """The lingering frames, then ``data``, as one write (and all their credits)."""
+        chunks: list[bytes] = []
+        taken: list[trio.Semaphore] = []
+        for queued, queued_credits in self._queue:
+            chunks.append(queued)
+            taken.extend(queued_credits)
+            self._backlog -= len(queued)
+        self._queue.clear()
+        self._lingering = False
+        chunks.append(data)
+        taken.extend(credits)
+        return b"".join(chunks), tuple(taken)
 
     async def wait_writable(self) -> None:
         """Return once the backlog is at most the high-water mark (at once if it is)."""
@@ -118,15 +157,22 @@ class Outbound:
             while not self._queue:
                 self._wake = trio.Event()
                 await self._wake.wait()
+            if self._lingering:
+                # Only soon frames: give a frame written at once the chance to take them along.
+                self._wake = trio.Event()
+                with trio.move_on_after(self._linger):
+                    await self._wake.wait()
+                if not self._queue:
+                    continue  # put() took them along
+                self._lingering = False
             chunks: list[bytes] = []
             credits: list[trio.Semaphore] = []
             size = 0
             while self._queue and size < WRITE_CHUNK:
-                data, credit = self._queue.popleft()
+                data, frame_credits = self._queue.popleft()
                 chunks.append(data)
                 size += len(data)
-                if credit is not None:
-                    credits.append(credit)
+                credits.extend(frame_credits)
             self._sending = True
             try:
                 await self._stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
@@ -160,9 +206,10 @@ class Outbound:
         for credit in credits:
             credit.release()
         while self._queue:
-            _, queued_credit = self._queue.popleft()
-            if queued_credit is not None:
-                queued_credit.release()
+            _, queued_credits = self._queue.popleft()
+            for credit in queued_credits:
+                credit.release()
+        self._lingering = False
         self._backlog = 0
         self._below.set()
         self._flushed.set()

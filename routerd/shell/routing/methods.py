@@ -39,8 +39,9 @@ __all__ = ["register_methods", "run_route"]
 log = logging.getLogger("routerd.routing")
 
 
-#: Events that go out with what follows them rather than at once: ``selected`` after the
-#: request has been handed to the server (or the first wait), ``usage`` with the end.
+#: Events that go out with what follows them rather than at once (``outbound.LINGER``):
+#: ``selected`` with the first chunk (or shortly after, if the model is slow to answer),
+#: ``usage`` with the end.
 _WITH_NEXT = frozenset({"selected", "usage"})
 
 
