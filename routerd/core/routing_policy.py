@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Final, Literal
 
@@ -121,24 +122,34 @@ def policy_from_config(config: Config, catalog: Catalog) -> RoutingPolicy:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _plain(name: str) -> str:
+    """``name`` compared as a model name: trimmed, lower case, without ``:latest``
+    (cached: every plan compares the same few names, on every request)."""
     low = name.strip().lower()
     return low[: -len(":latest")] if low.endswith(":latest") else low
 
 
-def ref_match(ref: ModelRef, c: Candidate) -> MatchStrength | None:
-    """How ``ref`` names ``c``: 0 by its reported name, 1 by catalog id, None not at all."""
-    if _plain(ref.name) == _plain(c.model):
+def _match(ref: ModelRef, c: Candidate, plain: str) -> MatchStrength | None:
+    if _plain(ref.name) == plain:
         return 0
     if ref.model_id is not None and c.known and ref.model_id == c.entry.id:
         return 1
     return None
 
 
+def ref_match(ref: ModelRef, c: Candidate) -> MatchStrength | None:
+    """How ``ref`` names ``c``: 0 by its reported name, 1 by catalog id, None not at all."""
+    return _match(ref, c, _plain(c.model))
+
+
 def first_match(refs: tuple[ModelRef, ...], c: Candidate) -> tuple[int, int] | None:
     """(position in ``refs``, match strength) of the first ref naming ``c``, or None."""
+    if not refs:
+        return None
+    plain = _plain(c.model)
     for i, ref in enumerate(refs):
-        m = ref_match(ref, c)
+        m = _match(ref, c, plain)
         if m is not None:
             return (i, m)
     return None
