@@ -15,8 +15,10 @@ the difference (what routing adds), in three conditions:
 
 1. idle: one request at a time, direct and routed alternating;
 2. an open-loop load (arrivals at fixed intervals, whatever the answers) at half the lower of
-   the routed and direct saturation rates, which is measured first (closed loop, 32 requests in flight) and printed;
-3. 100 streams started at once.
+   the routed and direct saturation rates, which is measured first (closed loop, 32 requests
+   in flight) and printed; routed and direct take turns in blocks of half a second, so both
+   meet the same moments of a shared machine;
+3. 100 streams started at once (routed and direct in turn, five rounds each).
 
 Target for what routing adds: p50 <= 0.3 ms and p99 <= 1 ms. Then the classifier's throughput
 and held-out accuracy (from ``bench/classify.py``). The daemon writes its audit log as it does
@@ -246,30 +248,46 @@ async def saturation(probe: Probe, seconds: float) -> float:
     return done / (time.perf_counter() - t0)
 
 
-async def open_loop(whole: Probe, stream: Probe, rate: float, seconds: float) -> Sample:
+async def open_loop(whole: Probe, stream: Probe, rate: float, seconds: float,
+                    into: Sample) -> None:
     """Requests at fixed intervals (alternately whole and streamed), whatever the answers."""
-    sample = Sample()
     interval = 1.0 / rate
     count = int(seconds * rate)
 
     async def one(probe: Probe) -> None:
-        sample.add(await probe())
+        into.add(await probe())
 
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
         for i in range(count):
             await trio.sleep_until(start + i * interval)
             nursery.start_soon(one, whole if i % 2 == 0 else stream)
-    return sample
 
 
-async def burst(stream: Probe, n: int, rounds: int) -> Sample:
-    sample = Sample()
+async def alternating(probes: dict[str, tuple[Probe, Probe]], rate: float, seconds: float,
+                      block: float = 0.5) -> dict[str, Sample]:
+    """The open loop on each path in turn, ``block`` seconds at a time, ``seconds`` in all
+    for each: both paths meet the same moments of a shared, noisy machine."""
+    out = {name: Sample() for name in probes}
+    done = 0.0
+    while done < seconds:
+        step = min(block, seconds - done)
+        for name, (whole, stream) in probes.items():
+            await open_loop(whole, stream, rate, step, out[name])
+        done += step
+    return out
+
+
+async def burst(probes: dict[str, tuple[Probe, Probe]], n: int, rounds: int
+                ) -> dict[str, Sample]:
+    """``n`` streams started at once, ``rounds`` times on each path, the paths in turn."""
+    out = {name: Sample() for name in probes}
     for _ in range(rounds):
-        async with trio.open_nursery() as nursery:
-            for _ in range(n):
-                nursery.start_soon(lambda: _add(sample, stream))
-    return sample
+        for name, (_, stream) in probes.items():
+            async with trio.open_nursery() as nursery:
+                for _ in range(n):
+                    nursery.start_soon(_add, out[name], stream)
+    return out
 
 
 async def _add(sample: Sample, probe: Probe) -> None:
@@ -307,14 +325,13 @@ async def measure(sock: str, backend: str, args: argparse.Namespace) -> None:
         # Half the lower of the two: a rate the direct client cannot sustain would compare a
         # drowning baseline with routerd, not measure what routing adds.
         rate = min(sat_routed, sat_direct) / 2
-        routed = await open_loop(*probes["routed"], rate, args.seconds)
-        direct = await open_loop(*probes["direct"], rate, args.seconds)
-        report(f"open loop at {rate:,.0f}/s (half the lower saturation), {args.seconds:g} s each",
-               direct, routed, "open loop")  # fmt: skip
+        s = await alternating(probes, rate, args.seconds)
+        report(f"open loop at {rate:,.0f}/s (half the lower saturation), {args.seconds:g} s each "
+               "in alternating 0.5 s blocks", s["direct"], s["routed"], "open loop")  # fmt: skip
 
-        routed = await burst(probes["routed"][1], args.streams, 5)
-        direct = await burst(probes["direct"][1], args.streams, 5)
-        report(f"{args.streams} streams started at once (5 rounds)", direct, routed, "burst")
+        s = await burst(probes, args.streams, 5)
+        report(f"{args.streams} streams started at once (5 rounds each, in turn)",
+               s["direct"], s["routed"], "burst")  # fmt: skip
 
 
 def classifier_figures() -> None:
