@@ -26,7 +26,7 @@ from typing import Any, Final
 import trio
 
 from routerd.core.backends import fingerprint, group_backends
-from routerd.core.config import Config
+from routerd.core.config import Config, ServiceConfig
 from routerd.core.discovery import ModelDiff, ServiceReport, diff_models, resolve_context
 from routerd.core.health import (
     Admission,
@@ -81,6 +81,8 @@ class ServiceRegistry:
         self.config = config
         self.policy = health_policy(config.discovery)
         self._credentials: dict[str, Credentials] = {}
+        # settings_for per (service, identified kind): asked on every routed request.
+        self._settings: dict[tuple[str, str | None], ServiceConfig] = {}
         self._monitors: dict[str, Monitor] = {}
         self._groups: dict[str, str] = {}
         self._first_round_logged = False
@@ -100,6 +102,7 @@ class ServiceRegistry:
         look again), start fresh ones for new addresses, forget removed ones."""
         now = self.clock()
         self.config = config
+        self._settings.clear()
         self.policy = health_policy(config.discovery)
         self.hub.queue_size = config.discovery.subscriber_queue
         self._credentials = dict(credentials)
@@ -201,8 +204,7 @@ class ServiceRegistry:
         m = self._monitors.get(name)
         if m is None:
             return None
-        cfg = settings_for(self.config.services, m.target, m.kind)
-        return make_backend(m, cfg, self.credentials_for(m))
+        return make_backend(m, self._settings_of(m), self.credentials_for(m))
 
     def credentials_for(self, m: Monitor) -> Credentials:
         """The identified kind's credentials, else the first candidate's that has any."""
@@ -415,8 +417,16 @@ class ServiceRegistry:
         shared = sum(1 for g in self._groups.values() if g == group) > 1
         return group if shared else None
 
+    def _settings_of(self, m: Monitor) -> ServiceConfig:
+        """The configuration entry of ``m`` as identified now (cached until a reload)."""
+        key = (m.name, m.kind)
+        cfg = self._settings.get(key)
+        if cfg is None:
+            cfg = self._settings[key] = settings_for(self.config.services, m.target, m.kind)
+        return cfg
+
     def _priority(self, m: Monitor) -> int:
-        return settings_for(self.config.services, m.target, m.kind).priority
+        return self._settings_of(m).priority
 
     def _wall(self, t: float) -> float:
         return time.time() - (self.clock() - t)
