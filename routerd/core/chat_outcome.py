@@ -3,7 +3,7 @@
 Invariants:
 
 * ``classify_failure`` never raises and agrees with ``outcomes.classify_response`` (the health
-  view of the same answer): 401/403 are ``unauthorized``; 429, Ollama's queue-full 503 and
+  view of the same answer): 401/403 are ``unauthorized``; 429, Ollama's and Kobold.cpp's busy 503s and
   llama.cpp's 503 "Loading model" are ``busy`` (up, but not serving now: try another
   service); a context overflow is ``context_overflow`` whatever the status; other 4xx (404 for
   a model the server does not have included) are ``http_4xx``; the rest ``http_5xx``.

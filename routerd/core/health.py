@@ -7,8 +7,8 @@ Invariants:
 * Time and randomness are parameters: ``step`` takes ``now`` and a ``rand`` in ``[0, 1)``;
   nothing here reads a clock or a random source, so every decision is tested with asserts.
 * Liveness is not readiness: a loading model is ``loading``, a full queue is ``busy``.
-* Never down for what is not a server fault: 401/403 give ``unauthorized``; 429, Ollama's
-  queue-full 503, client cancellations, context-overflow 400s and other client errors never
+* Never down for what is not a server fault: 401/403 give ``unauthorized``; 429, Ollama's and
+  Kobold.cpp's busy 503s, client cancellations, context-overflow 400s and other client errors never
   count towards ``degraded`` or ``offline``.
 * Connection refused means ``offline`` at once. Timeouts and 5xx count in streaks: a probe
   streak (``probe_failures_to_trip``, default 3) or a request streak

@@ -32,8 +32,10 @@ _OVERFLOW: Final = re.compile(
     re.IGNORECASE,
 )
 
-# Ollama's scheduler: "server busy, please try again.  maximum pending requests exceeded".
-_QUEUE_FULL: Final = re.compile(r"server busy|maximum pending requests", re.IGNORECASE)
+# Ollama's scheduler: "server busy, please try again.  maximum pending requests exceeded";
+# Kobold.cpp while it generates for someone else: 503 {"detail": {"msg": "Server is busy;
+# please try again later.", "type": "service_unavailable"}}.
+_QUEUE_FULL: Final = re.compile(r"server (?:is )?busy|maximum pending requests", re.IGNORECASE)
 
 _SCAN_LIMIT: Final = 64 * 1024
 
@@ -47,6 +49,7 @@ def _text(body: bytes) -> str:
         pick_str(value, "error"),
         pick_str(value, "message"),
         pick_str(value, "detail"),
+        pick_str(value, "detail", "msg"),
     ]
     found = " ".join(p for p in parts if p)
     return found or body[:_SCAN_LIMIT].decode("utf-8", "replace")

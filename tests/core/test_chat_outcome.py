@@ -60,6 +60,13 @@ def capture(name: str) -> tuple[int, bytes]:
             "busy",
             "request_busy",
         ),
+        (
+            503,
+            b'{"detail": {"msg": "Server is busy; please try again later.", '
+            b'"type": "service_unavailable"}}',
+            "busy",
+            "request_busy",
+        ),
         (429, b"", "busy", "request_busy"),
         (401, b'{"detail":"Not authenticated"}', "unauthorized", "request_unauthorized"),
         (403, b"", "unauthorized", "request_unauthorized"),

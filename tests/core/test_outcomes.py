@@ -14,6 +14,11 @@ from routerd.core.outcomes import classify_response, is_context_overflow, is_que
 DATA = pathlib.Path(__file__).parent.parent / "data" / "servers"
 
 OLLAMA_QUEUE_FULL = b'{"error":"server busy, please try again.  maximum pending requests exceeded"}'
+# Kobold.cpp, generating for another client (its /api/v1/generate and OpenAI routes alike).
+KOBOLD_BUSY = (
+    b'{"detail": {"msg": "Server is busy; please try again later.", '
+    b'"type": "service_unavailable"}}'
+)
 LOADING = (DATA / "llama-server" / "startup_health_503.body").read_bytes()
 
 
@@ -32,6 +37,7 @@ def test_real_context_overflow_captures() -> None:
         (403, b"<html>", "request_unauthorized"),
         (429, b"", "request_busy"),
         (503, OLLAMA_QUEUE_FULL, "request_busy"),
+        (503, KOBOLD_BUSY, "request_busy"),
         (503, LOADING, "request_loading"),
         (503, b"upstream gone", "request_5xx"),
         (500, b'{"error":"boom"}', "request_5xx"),
@@ -53,6 +59,7 @@ def test_classify(status: int, body: bytes, expected: str) -> None:
 
 def test_queue_full() -> None:
     assert is_queue_full(OLLAMA_QUEUE_FULL)
+    assert is_queue_full(KOBOLD_BUSY)
     assert not is_queue_full(LOADING)
 
 
