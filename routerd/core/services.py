@@ -99,7 +99,9 @@ class ProbeStep(msgspec.Struct, frozen=True):
 
     ``each_cycle`` steps run on every probe interval (cheap readiness and "what is loaded
     now"); the others run at discovery only. ``per_model`` steps are POSTed once per model
-    with the JSON body ``{"model": <id>}`` (Ollama's ``/api/show``).
+    with the JSON body ``{"model": <id>}`` (Ollama's ``/api/show``). ``needs_key`` records
+    the server's API (the path answers 401 without the key when one is set); the configured
+    key goes with every step of a service alike.
     """
 
     path: str
@@ -289,7 +291,8 @@ SERVICES: Final[tuple[ServiceSpec, ...]] = (
         plan=(
             _get("/health", "health", cycle=True),
             _get("/props", "props", "llamacpp_props", key=True),
-            _OPENAI_MODELS,
+            # Public even with --api-key, as /health is (llama-server's public endpoints).
+            _get("/v1/models", "models", "openai_models", cycle=True),
             _get("/slots", "slots", "llamacpp_slots", cycle=True, key=True),
         ),
         api_key="optional",
