@@ -13,10 +13,8 @@ echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2
 .venv/bin/mypy
-echo "== mypy (win32: the whole daemon, the pipe transport and the clients)" >&2
-.venv/bin/mypy --platform win32 --strict routerd/__main__.py client/routerd_client/trio_pipe.py \
-    client/routerd_client/aio.py client/routerd_client/_sync.py client/routerd_client/_pipe.py \
-    client/routerd_client/paths.py
+echo "== mypy (win32: the whole daemon and the client library, routerctl included)" >&2
+.venv/bin/mypy --platform win32 --strict routerd/__main__.py client/routerd_client
 echo "== packages" >&2
 ./packaging/test-bundle.sh
 if [ "$(id -u)" -eq 0 ]; then

@@ -260,14 +260,17 @@ def _doctor_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _default_routes(root: Path) -> list[str]:
-    """Interfaces with a default route, from /proc/net/route and /proc/net/ipv6_route."""
+def _default_routes(root: Path) -> list[str] | None:
+    """Interfaces with a default route, from /proc/net/route and /proc/net/ipv6_route; None
+    when neither can be read (no Linux /proc: Windows, macOS)."""
     found: list[str] = []
+    read = False
     try:
         for line in (root / "route").read_text().splitlines()[1:]:
             f = line.split()
             if len(f) > 7 and f[1] == "00000000" and f[7] == "00000000":
                 found.append(f[0])
+        read = True
     except OSError:
         pass
     try:
@@ -275,9 +278,10 @@ def _default_routes(root: Path) -> list[str]:
             f = line.split()
             if len(f) == 10 and f[0] == "0" * 32 and f[1] == "00" and f[9] != "lo":
                 found.append(f[9] + " (IPv6)")
+        read = True
     except OSError:
         pass
-    return sorted(set(found))
+    return sorted(set(found)) if read else None
 
 
 def _reaches(host: str, port: int) -> bool:
@@ -310,10 +314,15 @@ def local_checks(*, connect: bool, resolve: bool, proc: Path = Path("/proc")) ->
         )  # fmt: skip
     else:
         routes = _default_routes(proc / "net")
-        egress = DoctorCheck(name, "pass", "no default route") if not routes else DoctorCheck(
-            name, "unknown", f"a default route exists via {', '.join(routes)}",
-            "run `routerctl doctor --connect` to test, or make sure the firewall drops egress",
-        )  # fmt: skip
+        if routes == []:
+            egress = DoctorCheck(name, "pass", "no default route")
+        else:
+            detail = (f"a default route exists via {', '.join(routes)}" if routes
+                      else f"cannot read the routing table ({proc / 'net' / 'route'})")
+            egress = DoctorCheck(
+                name, "unknown", detail,
+                "run `routerctl doctor --connect` to test, or make sure the firewall drops egress",
+            )  # fmt: skip
     name = "external names do not resolve"
     if resolve:
         hits = [n for n in PROBE_NAMES if _resolves(n)]

@@ -3,7 +3,8 @@
 ``sessions`` lists your sessions (``--all``: everyone's, for root and routerd's own user);
 ``session show ID`` prints one with its last messages; ``session reset ID`` deletes it and its
 text; ``session export ID`` prints everything routerd holds about it as JSON (``-o FILE``
-writes a 0600 file instead). ``--json`` prints the daemon's result as it came. Like all of
+writes a 0600 file instead; on Windows mode bits do not apply: the file inherits its folder's
+ACL). ``--json`` prints the daemon's result as it came. Like all of
 routerctl, this module imports neither trio nor httpx.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -50,6 +52,14 @@ __all__ = [
 GROUPS["session"] = "show, reset or export one stored conversation"
 
 _DASH = "-"
+
+# A new file for ``session export -o``: never an existing one, never inherited by children
+# (on Windows ``os.open`` makes descriptors non-inheritable anyway, PEP 446), and there in
+# binary mode, or ``\n`` would be written as ``\r\n``.
+if sys.platform == "win32":
+    _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_BINARY
+else:
+    _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 #: Characters of a message ``session show`` prints without ``--full``.
 SHOWN_CHARS = 400
 
@@ -184,7 +194,7 @@ def cmd_session_export(ctx: Context, args: argparse.Namespace) -> int:
         return EXIT_OK
     data = msgspec.json.format(msgspec.json.encode(raw), indent=2) + b"\n"
     try:
-        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(args.output, _CREATE_FLAGS, 0o600)
     except OSError as exc:
         return ctx.fail("usage", f"cannot create {args.output}: {exc.strerror or exc}",
                         EXIT_USAGE)

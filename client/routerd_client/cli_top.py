@@ -6,6 +6,7 @@ screen, the cursor hidden, each frame cut to the window's size; ``q`` or Ctrl-C 
 the terminal is left as it was found, whatever ends the loop. When stdout is not a terminal
 it prints each frame as plain lines (no escape sequences), a blank line between frames;
 ``--json`` prints one ``stats`` result per line. ``--once`` draws one frame and exits.
+On Windows it always prints plain frames (:func:`redraws_in_place`), and Ctrl-C quits.
 Like all of routerctl, this module imports neither trio nor httpx.
 """
 
@@ -37,7 +38,7 @@ from .cli_stats import (
 )
 from .protocol_stats import MAX_RECENT, ModelStats, ServerRow, StatsResult
 
-__all__ = ["cmd_top", "frame_lines", "Line"]
+__all__ = ["cmd_top", "frame_lines", "Line", "redraws_in_place"]
 
 #: (text, is a section heading).
 Line = tuple[str, bool]
@@ -175,22 +176,27 @@ class _Screen:
                     return True
 
 
+def redraws_in_place(out: TextIO, json: bool, platform: str = sys.platform) -> bool:
+    """Whether ``top`` redraws over itself on ``out``: a terminal, without ``--json``, and not
+    on Windows, whose console reads no keys without ``termios`` and shows ANSI sequences only
+    when a program turns them on: there each frame is printed below the last."""
+    return platform != "win32" and not json and out.isatty()
+
+
 @contextmanager
 def _terminal(out: TextIO, tty: bool) -> Iterator[_Screen]:
-    """Set the terminal up for ``top`` and restore it however the block ends."""
+    """Set the terminal up for ``top`` and restore it however the block ends (``tty``: see
+    :func:`redraws_in_place`, so never on Windows)."""
     keys: int | None = None
     saved: Any = None
     stdin = sys.stdin
-    if tty and stdin is not None and stdin.isatty():
-        try:
-            import termios
-            import tty as ttymod
-        except ImportError:  # no termios (Windows): no keys, Ctrl-C still quits
-            pass
-        else:
-            keys = stdin.fileno()
-            saved = termios.tcgetattr(keys)
-            ttymod.setcbreak(keys)  # keys arrive one by one, unechoed; Ctrl-C still interrupts
+    if sys.platform != "win32" and tty and stdin is not None and stdin.isatty():
+        import termios
+        import tty as ttymod
+
+        keys = stdin.fileno()
+        saved = termios.tcgetattr(keys)
+        ttymod.setcbreak(keys)  # keys arrive one by one, unechoed; Ctrl-C still interrupts
     if tty:
         out.write(_ALT_ON + _HIDE)
         out.flush()
@@ -200,7 +206,7 @@ def _terminal(out: TextIO, tty: bool) -> Iterator[_Screen]:
         if tty:
             out.write(_SHOW + _ALT_OFF)
             out.flush()
-        if saved is not None and keys is not None:
+        if sys.platform != "win32" and saved is not None and keys is not None:
             import termios
 
             termios.tcsetattr(keys, termios.TCSADRAIN, saved)
@@ -220,7 +226,7 @@ def _top_arguments(p: argparse.ArgumentParser) -> None:
          arguments=_top_arguments)
 def cmd_top(ctx: Context, args: argparse.Namespace) -> int:
     out = sys.stdout
-    tty = out.isatty() and not ctx.json
+    tty = redraws_in_place(out, ctx.json)
     limit = 1 if args.once else args.count
     prev: StatsResult | None = None
     frames = 0

@@ -27,7 +27,7 @@ from routerd.core.access import AccessPolicy, ClientGrant, Peer, admit, authoriz
 from routerd.core.config import Config
 
 from .dispatch import ConnectionInfo
-from .osdeps import effective_uid, group_id, user_id
+from .osdeps import SELF_UID, effective_uid, group_id, user_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -127,7 +127,7 @@ class AccessControl:
 
     def __init__(self, app: App, *, owner_uid: int | None = None) -> None:
         owner = effective_uid() if owner_uid is None else owner_uid
-        if owner is None:  # Windows: the pipe's security descriptor is the admission check
+        if owner == SELF_UID:  # Windows: the pipe's security descriptor is the admission check
             raise RuntimeError("peer admission needs Unix credentials")
         self._app = app
         self._owner = owner

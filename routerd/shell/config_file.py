@@ -84,8 +84,9 @@ def check_platform(config: Config, platform: str, *, source: str = "<string>") -
 
     On Windows (``"win32"``): the named pipe admits only the user routerd runs as, so rules
     naming other Unix users and groups (``security.allowed_uids``, ``allowed_groups``,
-    ``clients``) would be silently void: they are refused. So is ``http.unix_socket`` (Python
-    has no Unix sockets there). ``daemon.socket_group`` is only warned about at start
+    ``clients``, and a Serena workspace's ``uids`` and ``write_uids``) would be silently void
+    or lock that user out: they are refused. So is ``http.unix_socket`` (Python has no Unix
+    sockets there). ``daemon.socket_group`` is only warned about at start
     (``routerd.shell.transport``).
     """
     if platform != "win32":
@@ -103,6 +104,18 @@ def check_platform(config: Config, platform: str, *, source: str = "<string>") -
                 source=source,
                 path=f"$.security.{key}",
             )
+    for i, entry in enumerate(config.serena.workspaces):
+        if isinstance(entry, str):
+            continue
+        for key, uids in (("uids", entry.uids), ("write_uids", entry.write_uids)):
+            if uids:
+                raise ConfigError(
+                    "Unix uids do not apply on Windows: every client is the user routerd runs "
+                    "as, who may use any workspace it can read (and edit the writable ones); "
+                    "remove this setting",
+                    source=source,
+                    path=f"$.serena.workspaces[{i}].{key}",
+                )
     if config.http.unix_socket:
         raise ConfigError(
             "Unix sockets are not available on Windows; serve the HTTP front on "

@@ -42,6 +42,7 @@ from routerd_client.protocol import (
 from routerd_client.trio_pipe import PipeStream
 
 from .dispatch import ConnectionInfo, RequestContext
+from .osdeps import SELF_UID
 from .outbound import DEFAULT_HIGH_WATER, Outbound
 from .requests import INTERNAL_MESSAGE, InFlight, RequestStream, error_frame, invoke
 
@@ -88,11 +89,12 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 def _peer_credentials(stream: trio.abc.Stream) -> tuple[int | None, int | None, int | None]:
-    """(pid, uid, gid) of the peer. A Unix socket says with SO_PEERCRED. A named pipe gives
-    only the pid: uid and gid do not apply there, and its security descriptor admitted only
-    the daemon's own user."""
+    """(pid, uid, gid) of the peer. A Unix socket says with SO_PEERCRED (None without it: an
+    unknown user). A named pipe gives the pid; its security descriptor admitted only the
+    daemon's own user, whose uid there is the stand-in ``osdeps.SELF_UID`` (no gid: Windows
+    has no groups)."""
     if isinstance(stream, PipeStream):
-        return stream.peer_pid, None, None
+        return stream.peer_pid, SELF_UID, None
     if not isinstance(stream, trio.SocketStream):
         return None, None, None
     opt = getattr(socket, "SO_PEERCRED", None)

@@ -7,10 +7,15 @@ Nothing here imports a POSIX-only module on Windows.
 
 Contract, per platform:
 
-* **Identity.** :func:`effective_uid` / :func:`effective_gid` are the daemon's ids on POSIX,
-  ``None`` on Windows (no uids: the named pipe's security descriptor admits only the daemon's
-  own user, ``routerd.shell.winpipe``). :func:`user_id`, :func:`group_id`, :func:`home_of` and
-  :func:`user_groups` read the user and group databases; on Windows they find nothing.
+* **Identity.** :func:`effective_uid` / :func:`effective_gid` are the daemon's ids on POSIX.
+  Windows has no uids, and the named pipe's security descriptor admits only the daemon's own
+  user (``routerd.shell.winpipe``), so there one stand-in, :data:`SELF_UID` (-1), is both the
+  daemon's uid (:func:`effective_uid`) and every pipe peer's (``routerd.shell.connection``):
+  a pipe peer owns its sessions and operates the daemon like the daemon's own user on POSIX.
+  -1 is never a POSIX uid (``(uid_t)-1`` means "no uid" to the kernel), so it cannot grant a
+  POSIX peer anything. :func:`effective_gid` is ``None`` on Windows (no groups).
+  :func:`user_id`, :func:`group_id`, :func:`home_of` and :func:`user_groups` read the user and
+  group databases; on Windows they find nothing.
 * **Private files.** POSIX files are made 0600 and their mode bits say who may read them. On
   Windows mode bits carry only the read-only flag, so :func:`others_may_access` is always False
   and :func:`make_private` does nothing: the daemon's files live in its per-user state directory
@@ -51,6 +56,7 @@ __all__ = [
     "O_BINARY",
     "O_CLOEXEC",
     "O_NOFOLLOW",
+    "SELF_UID",
     "effective_gid",
     "effective_uid",
     "group_id",
@@ -63,6 +69,10 @@ __all__ = [
     "user_groups",
     "user_id",
 ]
+
+#: The uid that stands for the daemon's own user where there are no uids (Windows): the
+#: daemon's and every named-pipe peer's. Defined on every platform (tests use it on Linux).
+SELF_UID: Final = -1
 
 if sys.platform == "win32":
     import msvcrt
@@ -84,10 +94,10 @@ else:
     NEW_PROCESS_GROUP: Final[dict[str, Any]] = {"start_new_session": True}
 
 
-def effective_uid() -> int | None:
-    """The daemon's effective uid; None on Windows (no uids there)."""
+def effective_uid() -> int:
+    """The daemon's effective uid; :data:`SELF_UID` on Windows (no uids there)."""
     if sys.platform == "win32":
-        return None
+        return SELF_UID
     else:
         return os.geteuid()
 

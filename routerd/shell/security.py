@@ -174,7 +174,7 @@ def _facts(app: App, sums: Checksums, access: AccessControl | None) -> DaemonFac
         socket_path=app.socket_path or "",
         socket_mode=socket_mode,
         socket_uid=socket_uid,
-        daemon_uid=-1 if (uid := effective_uid()) is None else uid,  # Windows: no uids
+        daemon_uid=effective_uid(),  # osdeps.SELF_UID on Windows
         socket_group=config.daemon.socket_group,
         serena_enabled=config.serena.enabled,
         serena_usage_reporting_off=env.get("SERENA_USAGE_REPORTING") == "false",

@@ -41,6 +41,7 @@ from routerd import __version__
 from routerd.core.config import Config
 from routerd.core.errors import BadRequest, Forbidden
 from routerd.core.serena_access import WRITE_TOOLS, EditError, edit_call
+from routerd.core.sessions import is_operator
 from routerd_client.protocol_serena import (
     SerenaApplyEditParams,
     SerenaCallParams,
@@ -123,8 +124,8 @@ def _client(ctx: RequestContext) -> Client:
 
 
 def _is_operator(ctx: RequestContext) -> bool:
-    uid = ctx.conn.peer_uid
-    return uid is not None and uid in (0, effective_uid())
+    # Root and the daemon's own user; on Windows every pipe peer (osdeps.SELF_UID).
+    return is_operator(ctx.conn.peer_uid, effective_uid())
 
 
 async def _status(ctx: RequestContext, params: SerenaWorkspaceParams) -> SerenaStatusResult:

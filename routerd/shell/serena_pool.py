@@ -10,7 +10,8 @@ context for routed requests.
 * Before any start, leftovers of an earlier daemon that died without stopping its Serenas are
   killed (``serena_procs.PidBook``).
 * Every request is checked first: the client's uid must be able to read the workspace root
-  and the named file (``serena_workspaces``), and the tool must be on its allow-list
+  and the named file (``serena_workspaces``; on Windows, where every client is the daemon's
+  own user, the daemon must), and the tool must be on its allow-list
   (``routerd.core.serena_access``).
 * Each Serena gets routerd's own files under ``<home>/<workspace key>/``: ``home/`` is its
   ``SERENA_HOME`` (``serena_config.yml``), ``data/`` its project folder (``project.yml`` and
@@ -29,6 +30,7 @@ import os
 import posixpath
 import random
 import secrets
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -136,8 +138,10 @@ class SerenaPool:
         rng: random.Random | None = None,
         warm_up: bool = True,
         security: Callable[..., None] | None = None,
+        platform: str = sys.platform,
     ) -> None:
         self.config = config
+        self._platform = platform  # whose rules resolve() applies (tests pass "win32")
         self._security = security  # (kind, reason, **details), as AuditSink.security
         self.home = home
         self._env = env
@@ -351,7 +355,7 @@ class SerenaPool:
         (``serena_workspaces.resolve_workspace``). Raises NotFound, Forbidden or BadRequest."""
         return await trio.to_thread.run_sync(functools.partial(
             resolve_workspace, client, workspace, file, config=self.config,
-            configured=self._configured))
+            configured=self._configured, platform=self._platform))
 
     def allowed_tools(self, resolved: Resolved) -> frozenset[str]:
         return tools_for(resolved.spec, read_tools=self.config.read_tools,

@@ -6,8 +6,14 @@ the whole path from ``/``, that the client's uid (and groups) could read the wor
 the file named: the rule the kernel would apply for that uid
 (``routerd.core.serena_access.may_read``). A directory no configured workspace contains becomes
 an unlisted workspace: its nearest ancestor holding ``.git`` (else itself), if it looks like a
-project and ``serena.unlisted_workspaces`` allows it. A client whose uid is unknown is refused:
-that is every client on Windows, whose named pipe has no uids (docs/operations.md, Windows).
+project and ``serena.unlisted_workspaces`` allows it. A client whose uid is unknown is refused.
+
+On Windows every client with a uid is the daemon's own user (``osdeps.SELF_UID``: the named
+pipe's security descriptor, the HTTP token file's ACL), and Serena runs as that user, so it
+can reach nothing the client could not: there is no deputy to confuse. Mode bits mean nothing
+there (ACLs decide), so the check is the daemon's own access, asked of the OS by opening the
+workspace (and the file) for reading; the daemon's user counts as the workspace root's owner
+for ``may_write`` (``docs/operations.md``, Windows).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+import sys
 from collections.abc import Mapping
 
 import msgspec
@@ -52,12 +59,14 @@ class Resolved(msgspec.Struct, frozen=True):
 
 
 def resolve_workspace(client: Client, workspace: str | None, file: str | None, *,
-                      config: SerenaConfig, configured: Mapping[str, WorkspaceSpec]) -> Resolved:
+                      config: SerenaConfig, configured: Mapping[str, WorkspaceSpec],
+                      platform: str = sys.platform) -> Resolved:
     """The workspace and file a request means, after checking ``client`` may read them.
 
-    ``configured`` maps the configured workspaces' resolved paths to their specs. Blocking
-    (file-system calls): run it in a worker thread. Raises NotFound, Forbidden or BadRequest
-    (the message says what to do).
+    ``configured`` maps the configured workspaces' resolved paths to their specs. On
+    ``platform`` ``"win32"`` the client is the daemon's own user (see the module docstring).
+    Blocking (file-system calls): run it in a worker thread. Raises NotFound, Forbidden or
+    BadRequest (the message says what to do).
     """
     if client.uid is None:
         raise Forbidden("routerd cannot tell who is asking (no peer credentials), so it "
@@ -84,12 +93,21 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
         problem = unlisted_problem(spec.path, home_of(client.uid))
         if problem is not None:
             raise Forbidden(problem)
-    groups = _groups_of(client)
     if not may_use(spec, client.uid):
         raise Forbidden(f"uid {client.uid} may not use the Serena workspace {spec.path}")
-    chain = _stat_chain(spec.path)
-    if not may_read(chain, client.uid, groups):
-        raise Forbidden(f"uid {client.uid} cannot read {spec.path}")
+    uid = client.uid
+    if platform == "win32":
+        who, readable, owner = "routerd", _self_may_read, uid
+    else:
+        groups = _groups_of(client)
+        chain = _stat_chain(spec.path)
+        who, owner = f"uid {uid}", chain[-1].uid
+
+        def readable(path: str) -> bool:
+            return may_read(chain if path == spec.path else _stat_chain(path), uid, groups)
+
+    if not readable(spec.path):
+        raise Forbidden(f"{who} cannot read {spec.path}")
     rel = None
     if file is not None:
         full = os.path.realpath(file if os.path.isabs(file) else os.path.join(spec.path,
@@ -99,9 +117,9 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
             raise Forbidden(f"{file} is not a file inside the workspace {spec.path}")
         if not os.path.exists(full):
             raise NotFound(f"{file} does not exist")
-        if not may_read(_stat_chain(full), client.uid, groups):
-            raise Forbidden(f"uid {client.uid} cannot read {file}")
-    writer = may_write(spec, client.uid, owner_uid=chain[-1].uid)
+        if not readable(full):
+            raise Forbidden(f"{who} cannot read {file}")
+    writer = may_write(spec, uid, owner_uid=owner)
     return Resolved(spec=spec, file=rel, writer=writer)
 
 
@@ -133,6 +151,21 @@ def _stat_chain(path: str) -> list[PathStat]:
         out.append(PathStat(mode=stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode),
                             uid=st.st_uid, gid=st.st_gid))
     return out
+
+
+def _self_may_read(path: str) -> bool:
+    """Whether the daemon itself can read ``path`` (list it, for a directory): tried, since on
+    Windows its ACL decides, which neither mode bits nor ``os.access`` show."""
+    try:
+        if os.path.isdir(path):
+            with os.scandir(path):
+                pass
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError:
+        return False
+    return True
 
 
 def _groups_of(client: Client) -> set[int]:

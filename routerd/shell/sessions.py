@@ -129,8 +129,9 @@ class SessionManager:
         self.store = SessionStore(state_dir)
         self.settings = settings
         self.policy = policy or CompactionPolicy()
-        uid = effective_uid() if daemon_uid is None else daemon_uid
-        self.daemon_uid = -1 if uid is None else uid  # -1: Windows, no uids (no operator)
+        # On Windows effective_uid() is osdeps.SELF_UID, every pipe peer's uid too: a pipe
+        # peer owns its sessions and is an operator.
+        self.daemon_uid = effective_uid() if daemon_uid is None else daemon_uid
         self._serena_state = serena_state or (lambda: "disabled")
         self._clock = clock
         self.phase: Phase = "starting"
@@ -524,10 +525,11 @@ class SessionManager:
         return out
 
 
-def install(app: App, *, state_dir: Path | None = None) -> None:
+def install(app: App, *, state_dir: Path | None = None, daemon_uid: int | None = None) -> None:
     """Plug sessions into ``app``: the manager (:func:`sessions_of`), its service (started
     before READY: a turn needs its session loaded), the ``sessions`` status component, the
-    reload hook and the ``sessions.*`` methods. ``state_dir``: tests pass their own."""
+    reload hook and the ``sessions.*`` methods. ``state_dir`` and ``daemon_uid`` (else
+    ``osdeps.effective_uid()``): tests pass their own."""
     config = app.config
     if state_dir is None:
         state_dir = resolve_state_dir(config.daemon.state_dir, app.env, uid=effective_uid())
@@ -535,6 +537,7 @@ def install(app: App, *, state_dir: Path | None = None) -> None:
         state_dir,
         config.sessions,
         policy=compaction_policy(config.context),
+        daemon_uid=daemon_uid,
         serena_state=serena_state_of(app),
     )
     attach(app, mgr)

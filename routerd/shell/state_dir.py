@@ -30,7 +30,7 @@ def resolve_state_dir(
     uid: int | None,
     platform: str = sys.platform,
 ) -> Path:
-    """The state directory to use (not created). ``uid``: the daemon's (None on Windows)."""
+    """The state directory to use (not created). ``uid``: the daemon's (unused on Windows)."""
     if configured:
         return Path(os.path.expanduser(configured))
     if platform == "win32":

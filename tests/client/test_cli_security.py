@@ -171,6 +171,9 @@ def test_default_route_detection(tmp_path: Path) -> None:
     )
     (check, _) = local_checks(connect=False, resolve=False, proc=tmp_path)
     assert check.status == "unknown" and "eth0" in check.detail and "--connect" in check.fix
+    # No /proc (Windows, macOS): not a pass, unknown.
+    (check, _) = local_checks(connect=False, resolve=False, proc=tmp_path / "none")
+    assert check.status == "unknown" and "routing table" in check.detail
 
 
 def test_format_record() -> None:

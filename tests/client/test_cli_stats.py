@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from routerd_client.cli_stats import fallback_text, format_stats, seconds_text
-from routerd_client.cli_top import fit, frame_lines
+from routerd_client.cli_top import fit, frame_lines, redraws_in_place
 from routerd_client.protocol_stats import (
     DaemonStats,
     ModelStats,
@@ -70,3 +72,15 @@ def test_a_frame_fits_the_window_dropping_the_oldest_requests_first() -> None:
     assert 0 < len(shown) < len(every)
     assert shown == [text[:40] for text in every[-len(shown):]]  # the newest are kept
     assert fit(lines, 200, 500) == lines  # room for everything: nothing is cut
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_top_redraws_in_place_only_on_a_posix_terminal() -> None:
+    assert redraws_in_place(_Terminal(), json=False, platform="linux")
+    assert not redraws_in_place(_Terminal(), json=True, platform="linux")
+    assert not redraws_in_place(io.StringIO(), json=False, platform="darwin")
+    assert not redraws_in_place(_Terminal(), json=False, platform="win32")  # plain frames

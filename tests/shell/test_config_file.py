@@ -249,6 +249,10 @@ def test_example_config_with_every_commented_setting_enabled_loads(tmp_path: pat
         ("[security]\nallowed_groups = ['dev']\n", "$.security.allowed_groups"),
         ("[[security.clients]]\nuser = 'alice'\nmethods = ['status']\n", "$.security.clients"),
         ("[http]\nunix_socket = '/tmp/h.sock'\n", "$.http.unix_socket"),
+        ("[serena]\nworkspaces = ['/p', {path = '/q', uids = [1000]}]\n",
+         "$.serena.workspaces[1].uids"),
+        ("[[serena.workspaces]]\npath = '/q'\nwritable = true\nwrite_uids = [1000]\n",
+         "$.serena.workspaces[0].write_uids"),
     ],
 )
 def test_unix_only_settings_are_refused_on_windows(

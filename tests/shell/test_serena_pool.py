@@ -23,6 +23,7 @@ from routerd.core.config import parse_config
 from routerd.core.errors import BadRequest, Busy, Forbidden, NotFound
 from routerd.core.serena import SerenaState
 from routerd.core.serena_context import ContextResult, ContextUnavailable
+from routerd.shell.osdeps import SELF_UID
 from routerd.shell.serena_pool import Budget, Client, SerenaPool
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "serena_project"
@@ -371,3 +372,41 @@ def test_the_mcp_sdk_is_not_loaded_while_serena_is_disabled(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-c", _SDK_PROBE, str(tmp_path)], capture_output=True,
                          text=True, timeout=60, check=True)  # fmt: skip
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+# --- Windows: every client is the daemon's own user --------------------------------------------
+
+SELF = Client(uid=SELF_UID)  # what a named-pipe peer is (routerd.shell.connection)
+
+
+async def test_on_windows_the_daemons_own_user_may_use_what_the_daemon_reads(
+        nursery: trio.Nursery, tree: Path, fake: FakeSerena) -> None:
+    settings = config(tree, workspaces=[{"path": f"{tree}/conf", "writable": True,
+                                         "start": False}])
+    pool = SerenaPool(settings, home=tree / "home", env={"PATH": "/usr/bin"},
+                      launcher=FakeLauncher(fake), version="test", platform="win32")
+    posix = SerenaPool(settings, home=tree / "home2", env={}, launcher=FakeLauncher(fake))
+    await nursery.start(pool.run)
+    await nursery.start(posix.run)
+    r = await pool.resolve(SELF, workspace=None, file=str(tree / "conf/geometry/shapes.py"))
+    assert (r.spec.path, r.file, r.writer) == (str(tree / "conf"), "geometry/shapes.py", True)
+    assert "replace_symbol_body" in pool.allowed_tools(r)
+    # Mode bits are not asked there: the daemon (root or not) reads this 0600 file.
+    r = await pool.resolve(SELF, workspace=str(tree / "conf"), file="geometry/secret.py")
+    assert r.file == "geometry/secret.py"
+    unlisted = await pool.resolve(SELF, workspace=str(tree / "other/geometry"), file=None)
+    assert unlisted.spec.path == str(tree / "other") and not unlisted.writer
+    private = await pool.resolve(SELF, workspace=str(tree / "private"), file=None)
+    assert private.spec.path == str(tree / "private")  # 0700, but the daemon's
+    # POSIX rules for the same stand-in uid (it is no one's there): the mode bits refuse it.
+    with pytest.raises(Forbidden, match="uid -1 cannot read"):
+        await posix.resolve(SELF, workspace=str(tree / "private"), file=None)
+    assert not (await posix.resolve(SELF, workspace=str(tree / "conf"), file=None)).writer
+    # A file the daemon cannot open is refused (an ACL on Windows; a socket here, even for root).
+    with trio.socket.socket(trio.socket.AF_UNIX) as sock:
+        await sock.bind(str(tree / "conf" / "geometry" / "s.sock"))
+        with pytest.raises(Forbidden, match="routerd cannot read"):
+            await pool.resolve(SELF, workspace=str(tree / "conf"), file="geometry/s.sock")
+    # Unknown credentials are refused whatever the platform.
+    with pytest.raises(Forbidden, match="peer credentials"):
+        await pool.resolve(Client(uid=None), workspace=str(tree / "conf"), file=None)

@@ -13,15 +13,23 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+from fakes.pipes import PipeKernel
 
 from routerd.core.config import DaemonConfig, default_config
 from routerd.core.context import Message
+from routerd.core.errors import Forbidden
 from routerd.shell import sessions
 from routerd.shell.app import App
+from routerd.shell.dispatch import ConnectionInfo
 from routerd.shell.methods import build_registry
+from routerd.shell.osdeps import SELF_UID
+from routerd.shell.routing.session import NEW_SESSION, open_turn_session
+from routerd.shell.server import Server
 from routerd.shell.sessions import SessionManager, sessions_of
+from routerd.shell.winpipe import PipeListener
 from routerd_client import framing
 from routerd_client.cli import main as routerctl_main
+from routerd_client.trio_pipe import open_pipe_stream
 
 ME = os.getuid()
 NOBODY = 65534
@@ -189,3 +197,55 @@ async def test_another_user_cannot_read_or_reset_a_session(app: App) -> None:
         assert by_id[rid]["code"] == "forbidden", by_id[rid]
     assert by_id[6]["result"]["info"]["id"] == theirs
     assert "private" in [m.content for m in mgr.readable(mine, ME).messages]
+
+
+# --- Windows: a named-pipe peer is the daemon's own user --------------------------------------
+
+
+async def test_a_pipe_peer_owns_its_sessions_and_operates(
+    nursery: trio.Nursery, short_tmp: str, kit: Any
+) -> None:
+    # On Windows the daemon's uid is the stand-in SELF_UID (osdeps.effective_uid), which is
+    # also what every pipe peer gets: daemon_uid plays that here.
+    config = msgspec.structs.replace(
+        default_config(), daemon=DaemonConfig(socket=f"{short_tmp}/d.sock",
+                                              state_dir=f"{short_tmp}/state"),
+    )
+    app = App(config, env={}, registry=build_registry())
+    sessions.install(app, daemon_uid=SELF_UID)
+    await nursery.start(functools.partial(app.run, handle_signals=False))
+    kernel = PipeKernel(pid=4321)
+    server = Server(app, PipeListener(r"\\.\pipe\routerd-sessions", kernel), app.registry)
+    await nursery.start(server.run)
+    wire = kit.Wire(await open_pipe_stream(r"\\.\pipe\routerd-sessions", ops=kernel))
+    assert (await wire.call(1, "ping"))["type"] == "result"
+    (conn,) = server.connections
+    assert conn.info.peer_uid == SELF_UID
+
+    # A routed request opens a new session for it, and continues it.
+    turn, context, info = open_turn_session(app, conn.info, NEW_SESSION,
+                                            [Message("user", "hello")], replace=False,
+                                            agent="aider")
+    assert turn is not None and info["new"] and context[-1].content == "hello"
+    await turn.commit("hi", model="qwen2.5-coder:7b", service="ollama", usage=None,
+                      partial=False)
+    again, _, info = open_turn_session(app, conn.info, turn.id, [Message("user", "more")],
+                                       replace=False, agent="aider")
+    assert again is not None and not info["new"] and info["history"] == 2
+    other = await converse(sessions_of(app), NOBODY, "someone else's")
+
+    listed = (await wire.call(2, "sessions.list"))["result"]["sessions"]
+    assert [(s["id"], s["owner_uid"]) for s in listed] == [(turn.id, SELF_UID)]
+    everyone = (await wire.call(3, "sessions.list", {"all": True}))["result"]["sessions"]
+    assert {s["id"] for s in everyone} == {turn.id, other}  # an operator
+    shown = (await wire.call(4, "sessions.show", {"id": turn.id}))["result"]
+    assert [m["content"] for m in shown["messages"]] == ["hello", "hi"]
+    reset = (await wire.call(5, "sessions.reset", {"id": turn.id}))["result"]
+    assert reset == {"id": turn.id, "removed_messages": 2}
+
+    # Unchanged on POSIX: a peer whose uid is unknown (no SO_PEERCRED) has no sessions.
+    unknown = ConnectionInfo(id=99, opened_at=0.0, peer_uid=None)
+    with pytest.raises(Forbidden, match="cannot tell"):
+        open_turn_session(app, unknown, NEW_SESSION, [Message("user", "x")], replace=False,
+                          agent=None)
+    assert sessions_of(app).visible(None) == []

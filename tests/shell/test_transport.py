@@ -21,6 +21,7 @@ from fakes.pipes import PipeKernel
 from routerd.shell import listener as unix_listener
 from routerd.shell.app import App
 from routerd.shell.dispatch import ConnectionInfo
+from routerd.shell.osdeps import SELF_UID
 from routerd.shell.server import Server
 from routerd.shell.transport import (
     SocketInUse,
@@ -184,8 +185,10 @@ async def test_peer_identity_per_transport(start_daemon, connect, kit, nursery):
     pipe_wire = kit.Wire(await open_pipe_stream(PIPE, ops=kernel))
     await pipe_wire.call(1, "ping")
     (piped,) = pipe_server.connections
-    # The pipe gives the client's pid; uid/gid do not apply (its DACL admits only our user).
-    assert (piped.info.peer_pid, piped.info.peer_uid, piped.info.peer_gid) == (4321, None, None)
+    # The pipe gives the client's pid; its DACL admits only our user, whose uid there is the
+    # stand-in SELF_UID (no gid: Windows has no groups).
+    assert (piped.info.peer_pid, piped.info.peer_uid, piped.info.peer_gid) == (4321, SELF_UID,
+                                                                               None)
     assert piped.outbound._fd is None
 
 
