@@ -12,7 +12,7 @@ then ``Finish``), or one ``StreamError`` last. An answer over ``MAX_BODY`` bytes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import msgspec
@@ -107,6 +107,9 @@ class WholeBodyDecoder:
             self._buf.clear()
             return [StreamError("bad_response", f"the answer is larger than {self._max} bytes")]
         return []
+
+    def feed_iter(self, data: bytes) -> Iterator[StreamEvent]:
+        return iter(self.feed(data))
 
     def close(self) -> list[StreamEvent]:
         if self._too_big:

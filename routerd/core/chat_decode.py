@@ -24,6 +24,7 @@ byte of a 2xx answer and calls ``close()`` at end of body. Invariants:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
@@ -83,6 +84,11 @@ class Decoder(Protocol):
         """Events completed by ``data``."""
         ...
 
+    def feed_iter(self, data: bytes) -> Iterator[StreamEvent]:
+        """The same events as ``feed(data)``, each decoded when asked for: the first one can
+        go on its way before the rest of ``data`` is decoded. Exhaust it before the next call."""
+        ...
+
     def close(self) -> list[StreamEvent]:
         """End of body: the last events, and a ``StreamError`` if the answer ended badly."""
         ...
@@ -139,10 +145,13 @@ class _Base(ABC, Generic[_Item]):
         return self._finished
 
     def feed(self, data: bytes) -> list[StreamEvent]:
+        return list(self.feed_iter(data))
+
+    def feed_iter(self, data: bytes) -> Iterator[StreamEvent]:
         if self._finished:
-            return []
+            return iter(())
         self._bytes += len(data)
-        return self._run(self._parser.feed(data))
+        return self._iter_run(self._parser.feed(data))
 
     def close(self) -> list[StreamEvent]:
         out = [] if self._finished else self._run(self._parser.close())
@@ -150,6 +159,9 @@ class _Base(ABC, Generic[_Item]):
         return out
 
     def _run(self, items: list[_Item | LineTooLong]) -> list[StreamEvent]:
+        return list(self._iter_run(items))
+
+    def _iter_run(self, items: list[_Item | LineTooLong]) -> Iterator[StreamEvent]:
         out: list[StreamEvent] = []
         for item in items:
             if self._finished:
@@ -159,7 +171,9 @@ class _Base(ABC, Generic[_Item]):
                 self._fail(out, StreamError("bad_response", f"a line is over {limit} bytes long"))
             else:
                 self._item(item, out)
-        return out
+            if out:
+                yield from out
+                out.clear()
 
     @abstractmethod
     def _item(self, item: _Item, out: list[StreamEvent]) -> None:

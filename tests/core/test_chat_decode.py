@@ -518,3 +518,45 @@ def test_garbage_never_raises_and_ends_with_at_most_one_error(
         assert errors[0] == len(events) - 1
     else:
         assert any(isinstance(e, Finish) for e in events)
+
+
+# --- Decoding as the events are taken (feed_iter) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flavor", "framing", "name"),
+    [
+        ("openai", "sse", "llama-server/chat_stream_usage.body"),
+        ("openai", "sse", "llama-cpp-python/chat_stream.body"),
+        ("openai", "json", "llama-server/chat_nonstream.body"),
+    ],
+)
+def test_feed_iter_gives_what_feed_gives(flavor: Flavor, framing: Framing, name: str) -> None:
+    body = (DATA / name).read_bytes()
+    for step in (7, 100, len(body)):
+        decoder = new_decoder(flavor, framing)
+        out: list[StreamEvent] = []
+        for i in range(0, len(body), step):
+            out.extend(decoder.feed_iter(body[i : i + step]))
+        out += decoder.close()
+        assert out == decode(body, flavor, framing), step
+
+
+def test_feed_iter_decodes_no_further_than_the_events_taken() -> None:
+    """The first token goes on its way before the rest of what arrived with it is decoded:
+    here the end of the answer came in the same read, and is not seen yet."""
+    body = sse(chunk({"content": "a"}), chunk({"content": "b"}), chunk({}, finish="stop"))
+    decoder = new_decoder("openai", "sse")
+    events = decoder.feed_iter(body)
+    first = next(e for e in events if isinstance(e, Chunk))
+    assert first == Chunk("a")
+    assert not decoder.finished
+    rest = list(events)
+    assert Chunk("b") in rest and Finish("stop") in rest
+    assert decoder.finished
+
+
+def test_feed_iter_after_an_error_gives_nothing() -> None:
+    decoder = new_decoder("openai", "sse")
+    assert any(isinstance(e, StreamError) for e in decoder.feed_iter(b"data: {not json}\n\n"))
+    assert list(decoder.feed_iter(sse(chunk({"content": "late"})))) == []

@@ -199,7 +199,7 @@ async def _events(
         if data is None:
             break
         now = trio.current_time()
-        for event in decoder.feed(data):
+        for event in decoder.feed_iter(data):
             tally.observe(event, now)
             yield event
     now = trio.current_time()
