@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import ntpath
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 import msgspec
+
+from routerd.core.serena_access import PathFlavor
 
 __all__ = [
     "BackoffPolicy",
@@ -44,6 +47,7 @@ __all__ = [
     "WorkspaceUsage",
     "advance",
     "backoff_delay",
+    "base_name",
     "plan_evictions",
     "project_config",
     "serena_args",
@@ -286,6 +290,11 @@ _FIXED_ARGS: Final = (
 #: Environment variables passed through to Serena; everything else is left out.
 _PASSED_ENV: Final = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR",
                       "TZ")
+#: Taken too on Windows: what programs need to start there at all (``SYSTEMROOT``: Python's
+#: random numbers and sockets), the user's folders, and where temporary files go.
+_PASSED_ENV_WINDOWS: Final = ("SYSTEMROOT", "WINDIR", "SYSTEMDRIVE", "COMSPEC", "PATHEXT",
+                              "USERPROFILE", "HOMEDRIVE", "HOMEPATH", "APPDATA",
+                              "LOCALAPPDATA", "PROGRAMDATA", "TEMP", "TMP", "USERNAME")
 
 
 def serena_args(command: Sequence[str], project: str) -> list[str]:
@@ -293,20 +302,35 @@ def serena_args(command: Sequence[str], project: str) -> list[str]:
     return [*command, "--project", project, *_FIXED_ARGS]
 
 
-def serena_environment(base: Mapping[str, str], *, home: str, program: str) -> dict[str, str]:
+def serena_environment(base: Mapping[str, str], *, home: str, program: str,
+                       flavor: PathFlavor = "posix") -> dict[str, str]:
     """The environment Serena runs with.
 
-    Only :data:`_PASSED_ENV` is taken from ``base``. ``SERENA_HOME`` is ``home`` (routerd's
-    directory for this workspace, never the user's ``~/.serena``) and usage reporting is off.
-    When ``program`` is a path (a virtual environment's ``bin/serena``), its directory goes
-    first on ``PATH``: Serena finds language servers such as ``jedi-language-server`` there.
+    Only :data:`_PASSED_ENV` is taken from ``base`` (on Windows, ``flavor="windows"``, and
+    :data:`_PASSED_ENV_WINDOWS`). ``SERENA_HOME`` is ``home`` (routerd's directory for this
+    workspace, never the user's ``~/.serena``) and usage reporting is off. When ``program`` is
+    a path (a virtual environment's ``bin/serena``, ``Scripts\\serena.exe`` on Windows), its
+    directory goes first on ``PATH``: Serena finds language servers such as
+    ``jedi-language-server`` there.
     """
+    if flavor == "windows":
+        env = {k: base[k] for k in (*_PASSED_ENV, *_PASSED_ENV_WINDOWS) if k in base}
+        if "\\" in program or "/" in program:
+            bindir = ntpath.dirname(program)
+            rest = [p for p in env.get("PATH", "").split(";")
+                    if p and ntpath.normcase(p) != ntpath.normcase(bindir)]
+            env["PATH"] = ";".join([bindir, *rest])
+        return _serena_variables(env, home)
     env = {k: base[k] for k in _PASSED_ENV if k in base}
     if "/" in program:
         bindir = posixpath.dirname(program)
         rest = [p for p in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")
                 if p and p != bindir]
         env["PATH"] = ":".join([bindir, *rest])
+    return _serena_variables(env, home)
+
+
+def _serena_variables(env: dict[str, str], home: str) -> dict[str, str]:
     env["SERENA_HOME"] = home
     env["SERENA_USAGE_REPORTING"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
@@ -373,12 +397,20 @@ def project_config(
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def workspace_key(path: str) -> str:
+def workspace_key(path: str, *, flavor: PathFlavor = "posix") -> str:
     """A directory name for routerd's files about workspace ``path`` (an absolute real path):
     its base name, made safe, and a hash of the whole path (two ``src`` folders differ)."""
     digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    base = _UNSAFE.sub("_", posixpath.basename(path.rstrip("/")) or "root")[:40]
+    base = _UNSAFE.sub("_", base_name(path, flavor=flavor) or "root")[:40]
     return f"{base}-{digest}"
+
+
+def base_name(path: str, *, flavor: PathFlavor = "posix") -> str:
+    """The last component of ``path`` by ``flavor``'s rules, ignoring trailing separators
+    (``""`` for a root: ``/``, ``C:\\``, ``\\\\server\\share``)."""
+    if flavor == "windows":
+        return ntpath.basename(path.rstrip("\\/"))
+    return posixpath.basename(path.rstrip("/"))
 
 
 #: File masks of the sources of Serena's language keys, for picking a warm-up file.

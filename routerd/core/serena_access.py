@@ -15,15 +15,20 @@ Invariants:
   chain of directories, as the kernel would for that uid. No confused deputy.
 * Paths a client names are confined to the workspace: :func:`relative_path` returns None for
   anything outside it (``..``, another root).
+* Paths follow the rules of a :data:`PathFlavor` passed in (the daemon's platform, never the
+  host running this code): ``"posix"`` (``/``, case-sensitive) or ``"windows"`` (``\\`` and
+  ``/``, case-insensitive, drive letters and UNC shares; a drive-relative ``C:foo`` is never
+  inside a workspace). ``posixpath`` and ``ntpath`` are used explicitly, never ``os.path``.
 * Pure: file modes and ids are values passed in; nothing here reads the file system.
 """
 
 from __future__ import annotations
 
+import ntpath
 import posixpath
 import stat as _stat
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -36,6 +41,7 @@ __all__ = [
     "READ_TOOLS",
     "WRITE_TOOLS",
     "EditError",
+    "PathFlavor",
     "PathStat",
     "ProposedEdit",
     "WorkspaceSpec",
@@ -44,6 +50,7 @@ __all__ = [
     "may_read",
     "may_use",
     "may_write",
+    "path_flavor",
     "relative_path",
     "serena_exclusions",
     "tools_for",
@@ -223,9 +230,21 @@ def may_write(spec: WorkspaceSpec, uid: int, owner_uid: int) -> bool:
 
 # --- paths inside a workspace -------------------------------------------------------------------
 
+#: Whose path rules apply: the daemon's platform (see :func:`path_flavor`).
+PathFlavor = Literal["posix", "windows"]
 
-def find_workspace(path: str, roots: Iterable[str]) -> str | None:
-    """The innermost of ``roots`` that contains ``path`` (both absolute and normalised)."""
+
+def path_flavor(platform: str) -> PathFlavor:
+    """The path rules of ``platform``, a ``sys.platform`` value: ``"windows"`` for ``win32``."""
+    return "windows" if platform == "win32" else "posix"
+
+
+def find_workspace(path: str, roots: Iterable[str], *,
+                   flavor: PathFlavor = "posix") -> str | None:
+    """The innermost of ``roots`` that contains ``path`` (both absolute and normalised), as
+    spelt in ``roots``. On Windows the comparison ignores case and the kind of separator."""
+    if flavor == "windows":
+        return _win_find_workspace(path, roots)
     best: str | None = None
     for root in roots:
         if _inside(path, root) and (best is None or len(root) > len(best)):
@@ -239,12 +258,18 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def unlisted_problem(path: str, home: str | None) -> str | None:
+def unlisted_problem(path: str, home: str | None, *,
+                     flavor: PathFlavor = "posix") -> str | None:
     """Why ``path`` may not be an unlisted (client-named) workspace, or None if it may.
 
     Serena indexes and searches its whole workspace: ``/``, a directory right below it, or a
-    home directory itself would make it crawl far more than a project (and start slowly).
+    home directory itself would make it crawl far more than a project (and start slowly). On
+    Windows the roots are a drive's (``C:\\``) and a UNC share's (``\\\\server\\share``), so
+    ``C:\\``, ``C:\\Users`` and the home directory are refused, and so is a path that is not
+    absolute.
     """
+    if flavor == "windows":
+        return _win_unlisted_problem(path, home)
     norm = posixpath.normpath(path)
     if norm.count("/") < 2 and norm != "/":
         return f"{norm} is too close to / to be a project; name the project's own directory"
@@ -255,15 +280,116 @@ def unlisted_problem(path: str, home: str | None) -> str | None:
     return None
 
 
-def relative_path(root: str, path: str) -> str | None:
+def relative_path(root: str, path: str, *, flavor: PathFlavor = "posix") -> str | None:
     """``path`` relative to workspace ``root`` (``"."`` for the root itself), or None when it
     is outside. A relative ``path`` is taken relative to ``root``. Both are normalised first;
-    symbolic links must already be resolved by the caller."""
+    symbolic links must already be resolved by the caller.
+
+    On Windows (``flavor="windows"``): case is ignored and both separators count; the answer
+    uses ``\\``. A path starting at a root without a drive (``\\src\\a.py``) is on ``root``'s
+    drive, as Windows itself would join it. None as well for a drive-relative path
+    (``C:foo``: relative to a current directory of that drive, unknown here), a device path
+    (``\\\\?\\``, ``\\\\.\\``: not normalised by Windows) and a name Windows would trim (a
+    component ending in ``.`` or a space: ``.. `` is not ``..`` here, but may be there).
+    """
+    if flavor == "windows":
+        return _win_relative_path(root, path)
     root = posixpath.normpath(root)
     full = posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(root, path))
     if not _inside(full, root):
         return None
     return posixpath.relpath(full, root)
+
+
+# Windows rules, with ntpath (host-independent except normcase, which lower-cases on every
+# host; Windows compares names case-insensitively too).
+
+_SEPS: Final = ("\\", "/")
+_DEVICE_PREFIXES: Final = ("\\\\?\\", "\\\\.\\")
+
+
+class _WinPath(msgspec.Struct, frozen=True):
+    """A normalised Windows path: ``drive`` ``C:`` or ``\\\\server\\share`` (or empty),
+    whether it starts at that drive's root, and its components as written."""
+
+    drive: str
+    rooted: bool
+    parts: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        """What two spellings of one path share: drive and components, case folded."""
+        return ntpath.normcase(self.drive), tuple(ntpath.normcase(p) for p in self.parts)
+
+    @property
+    def top(self) -> str:
+        """The root this path starts from, as written: ``C:\\``, ``\\\\server\\share\\``."""
+        return self.drive + "\\"
+
+
+def _win_split(path: str) -> _WinPath:
+    drive, rest = ntpath.splitdrive(ntpath.normpath(path))
+    # A UNC share (\\server\share) is absolute even with nothing after it.
+    rooted = rest.startswith(_SEPS) or (drive.startswith(_SEPS) and not rest)
+    return _WinPath(drive, rooted, tuple(p for p in rest.split("\\") if p and p != "."))
+
+
+def _win_depth_inside(path: _WinPath, root: _WinPath) -> int | None:
+    """How many components ``root`` has if it contains ``path`` (both rooted), else None."""
+    if not (path.rooted and root.rooted):
+        return None
+    (pdrive, pparts), (rdrive, rparts) = path.key, root.key
+    if pdrive != rdrive or pparts[: len(rparts)] != rparts:
+        return None
+    return len(rparts)
+
+
+def _win_find_workspace(path: str, roots: Iterable[str]) -> str | None:
+    target = _win_split(path)
+    best: tuple[int, str] | None = None
+    for root in roots:
+        depth = _win_depth_inside(target, _win_split(root))
+        if depth is not None and (best is None or depth > best[0]):
+            best = (depth, root)
+    return None if best is None else best[1]
+
+
+def _win_unlisted_problem(path: str, home: str | None) -> str | None:
+    p = _win_split(path)
+    norm = ntpath.normpath(path)
+    if not p.rooted:
+        return f"{norm} is not an absolute path; name the project's own directory"
+    if not p.parts:
+        return f"{p.top} is not a project; name the project's own directory"
+    if len(p.parts) < 2:
+        return (f"{norm} is too close to {p.top} to be a project; name the project's own "
+                "directory")
+    if home is not None and p.key == _win_split(home).key:
+        return f"{norm} is a home directory, not a project; name the project's own directory"
+    return None
+
+
+def _win_relative_path(root: str, path: str) -> str | None:
+    base = _win_split(root)
+    drive, rest = ntpath.splitdrive(path)
+    if drive and not rest.startswith(_SEPS) and not drive.startswith(_SEPS):
+        return None  # C:foo
+    if drive[:4].replace("/", "\\") in _DEVICE_PREFIXES:
+        return None  # Windows does not normalise \\?\ paths: ".." would be taken as written
+    if drive:
+        full = path
+    elif rest.startswith(_SEPS):
+        full = base.drive + path
+    else:
+        full = f"{root}\\{path}"
+    target = _win_split(full)
+    depth = _win_depth_inside(target, base)
+    if depth is None:
+        return None
+    inner = target.parts[depth:]
+    if any(p.endswith((".", " ")) for p in inner):
+        return None
+    return "\\".join(inner) or "."
 
 
 # --- proposed edits -----------------------------------------------------------------------------
@@ -276,13 +402,15 @@ class EditError(ValueError):
     """The edit is incomplete or names a path outside the workspace."""
 
 
-def edit_call(edit: ProposedEdit, root: str) -> tuple[str, dict[str, Any]]:
-    """The Serena tool call that applies ``edit`` in workspace ``root``: ``(tool, arguments)``.
+def edit_call(edit: ProposedEdit, root: str, *,
+              flavor: PathFlavor = "posix") -> tuple[str, dict[str, Any]]:
+    """The Serena tool call that applies ``edit`` in workspace ``root``: ``(tool, arguments)``,
+    the file relative to ``root`` by ``flavor``'s rules (:func:`relative_path`).
 
     Raises :class:`EditError` for a missing body or new name, an empty symbol, or a file
     outside the workspace.
     """
-    rel = relative_path(root, edit.file)
+    rel = relative_path(root, edit.file, flavor=flavor)
     if rel is None or rel == ".":
         raise EditError(f"{edit.file} is not a file inside the workspace {root}")
     if not edit.symbol.strip():

@@ -208,7 +208,7 @@ async def _apply_edit(ctx: RequestContext, params: SerenaApplyEditParams) -> Ser
             f"Serena may not edit {resolved.spec.path} for uid {ctx.conn.peer_uid}: the "
             "workspace must be configured writable (serena.workspaces: writable, write_uids)")
     try:
-        tool, arguments = edit_call(edit, resolved.spec.path)
+        tool, arguments = edit_call(edit, resolved.spec.path, flavor=pool.path_flavor)
     except EditError as exc:
         raise BadRequest(str(exc)) from None
     return await _run(ctx, resolved, tool, arguments, _timeout(params.timeout))

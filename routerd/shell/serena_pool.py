@@ -27,7 +27,6 @@ import importlib
 import json
 import logging
 import os
-import posixpath
 import random
 import secrets
 import sys
@@ -49,6 +48,7 @@ from routerd.core.errors import (
 from routerd.core.serena import (
     BackoffPolicy,
     WorkspaceUsage,
+    base_name,
     global_config,
     plan_evictions,
     project_config,
@@ -57,7 +57,9 @@ from routerd.core.serena import (
     workspace_key,
 )
 from routerd.core.serena_access import (
+    PathFlavor,
     WorkspaceSpec,
+    path_flavor,
     relative_path,
     serena_exclusions,
     tools_for,
@@ -142,6 +144,8 @@ class SerenaPool:
     ) -> None:
         self.config = config
         self._platform = platform  # whose rules resolve() applies (tests pass "win32")
+        #: Whose path rules Serena's paths follow (routerd.core.serena_access).
+        self.path_flavor: PathFlavor = path_flavor(platform)
         self._security = security  # (kind, reason, **details), as AuditSink.security
         self.home = home
         self._env = env
@@ -216,7 +220,7 @@ class SerenaPool:
 
     def _spawn(self, spec: WorkspaceSpec) -> Supervisor:
         assert self._nursery is not None and self._launcher is not None
-        key = workspace_key(spec.path)
+        key = workspace_key(spec.path, flavor=self.path_flavor)
 
         async def prepare() -> LaunchSpec:
             launch = await trio.to_thread.run_sync(self._prepare_files, spec, key)
@@ -273,11 +277,13 @@ class SerenaPool:
             data_dir=str(data), excluded_tools=excluded, ls_settings=config.ls_settings,
             tool_timeout=config.call_timeout, auth_secret=secrets.token_hex(16)), indent=1))
         (data / "project.yml").write_text(json.dumps(project_config(
-            name=posixpath.basename(spec.path) or "root", languages=spec.languages,
+            name=base_name(spec.path, flavor=self.path_flavor) or "root",
+            languages=spec.languages,
             read_only=not spec.writable, excluded_tools=excluded), indent=1))
         return LaunchSpec(
             argv=serena_args(config.command, spec.path),
-            env=serena_environment(self._env, home=str(serena_home), program=config.command[0]),
+            env=serena_environment(self._env, home=str(serena_home), program=config.command[0],
+                                   flavor=self.path_flavor),
             cwd=spec.path)
 
     def _evict(self, incoming: str | None) -> bool:
@@ -362,11 +368,12 @@ class SerenaPool:
                          write_tools=self.config.write_tools, writer=resolved.writer)
 
     def check_arguments(self, resolved: Resolved, arguments: Mapping[str, Any]) -> None:
-        """Paths in tool arguments must stay inside the workspace (Serena checks too)."""
+        """Paths in tool arguments must stay inside the workspace (Serena checks too), by the
+        platform's path rules (on Windows: no ``..`` out, no other drive, no ``C:foo``)."""
         for key in ("relative_path", "cwd"):
             value = arguments.get(key)
-            if isinstance(value, str) and value and relative_path(resolved.spec.path,
-                                                                  value) is None:
+            if isinstance(value, str) and value and relative_path(
+                    resolved.spec.path, value, flavor=self.path_flavor) is None:
                 raise Forbidden(f"{key} {value!r} leads outside the workspace")
 
     # --- calls ------------------------------------------------------------------------------

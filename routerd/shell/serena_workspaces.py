@@ -13,7 +13,9 @@ pipe's security descriptor, the HTTP token file's ACL), and Serena runs as that 
 can reach nothing the client could not: there is no deputy to confuse. Mode bits mean nothing
 there (ACLs decide), so the check is the daemon's own access, asked of the OS by opening the
 workspace (and the file) for reading; the daemon's user counts as the workspace root's owner
-for ``may_write`` (``docs/operations.md``, Windows).
+for ``may_write`` (``docs/operations.md``, Windows). Paths are compared by Windows rules there
+(``serena_access.path_flavor``: case-insensitive, drives, UNC shares), and the home directory
+an unlisted workspace may not be is the daemon's own.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from routerd.core.serena_access import (
     may_read,
     may_use,
     may_write,
+    path_flavor,
     relative_path,
     unlisted_problem,
 )
@@ -64,7 +67,8 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
     """The workspace and file a request means, after checking ``client`` may read them.
 
     ``configured`` maps the configured workspaces' resolved paths to their specs. On
-    ``platform`` ``"win32"`` the client is the daemon's own user (see the module docstring).
+    ``platform`` ``"win32"`` the client is the daemon's own user and paths follow Windows rules
+    (see the module docstring).
     Blocking (file-system calls): run it in a worker thread. Raises NotFound, Forbidden or
     BadRequest (the message says what to do).
     """
@@ -82,7 +86,8 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
     real = os.path.realpath(base)
     if not os.path.exists(real):
         raise NotFound(f"{base} does not exist")
-    root = find_workspace(real, configured)
+    flavor = path_flavor(platform)
+    root = find_workspace(real, configured, flavor=flavor)
     if root is not None:
         spec = configured[root]
     elif not config.unlisted_workspaces:
@@ -90,7 +95,7 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
                         "(serena.unlisted_workspaces is false)")
     else:
         spec = WorkspaceSpec(path=_project_root(real), languages=tuple(config.languages))
-        problem = unlisted_problem(spec.path, home_of(client.uid))
+        problem = unlisted_problem(spec.path, _home(client.uid, platform), flavor=flavor)
         if problem is not None:
             raise Forbidden(problem)
     if not may_use(spec, client.uid):
@@ -112,7 +117,7 @@ def resolve_workspace(client: Client, workspace: str | None, file: str | None, *
     if file is not None:
         full = os.path.realpath(file if os.path.isabs(file) else os.path.join(spec.path,
                                                                                file))
-        rel = relative_path(spec.path, full)
+        rel = relative_path(spec.path, full, flavor=flavor)
         if rel is None or rel == ".":
             raise Forbidden(f"{file} is not a file inside the workspace {spec.path}")
         if not os.path.exists(full):
@@ -137,6 +142,15 @@ def _project_root(path: str) -> str:
         if parent == d:
             return start
         d = parent
+
+
+def _home(uid: int, platform: str) -> str | None:
+    """``uid``'s home directory; on Windows the daemon's own (every client is its user), from
+    ``USERPROFILE`` (else ``HOMEDRIVE``/``HOMEPATH``; elsewhere ``HOME``)."""
+    if platform == "win32":
+        home = os.path.expanduser("~")
+        return None if home == "~" else home
+    return home_of(uid)
 
 
 def _stat_chain(path: str) -> list[PathStat]:

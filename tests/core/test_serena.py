@@ -19,6 +19,7 @@ from routerd.core.serena import (
     WorkspaceUsage,
     advance,
     backoff_delay,
+    base_name,
     global_config,
     plan_evictions,
     project_config,
@@ -203,6 +204,25 @@ def test_environment_turns_reporting_off_and_keeps_secrets_out() -> None:
     assert bare["PATH"] == "/usr/bin:/bin"
 
 
+def test_windows_environment_keeps_what_windows_programs_need() -> None:
+    base = {"PATH": "C:\\Windows\\system32;C:\\venv\\scripts;;C:\\Tools",
+            "SYSTEMROOT": "C:\\Windows", "USERPROFILE": "C:\\Users\\me",
+            "LOCALAPPDATA": "C:\\Users\\me\\AppData\\Local", "AWS_SECRET_ACCESS_KEY": "x"}
+    env = serena_environment(base, home="C:\\state\\home", flavor="windows",
+                             program="C:\\venv\\Scripts\\serena.exe")
+    # The program's folder first (once: case-insensitively), entries split on ";".
+    assert env["PATH"] == "C:\\venv\\Scripts;C:\\Windows\\system32;C:\\Tools"
+    assert env["SYSTEMROOT"] == "C:\\Windows" and env["USERPROFILE"] == "C:\\Users\\me"
+    assert "AWS_SECRET_ACCESS_KEY" not in env and env["SERENA_USAGE_REPORTING"] == "false"
+    assert env["SERENA_HOME"] == "C:\\state\\home"
+    assert serena_environment(base, home="h", program="serena",
+                              flavor="windows")["PATH"] == base["PATH"]
+    assert serena_environment({}, home="h", program="C:/v/Scripts/serena.exe",
+                              flavor="windows")["PATH"] == "C:/v/Scripts"
+    # The POSIX rules keep Windows-only variables out and split PATH on ":".
+    assert "SYSTEMROOT" not in serena_environment(base, home="h", program="serena")
+
+
 def test_serena_config_files() -> None:
     cfg = global_config(data_dir="/state/p/data", excluded_tools=["b", "a", "a"],
                         ls_settings={"python": {"ls_path": "/x"}}, tool_timeout=3.0,
@@ -222,6 +242,13 @@ def test_workspace_keys_are_safe_and_distinct() -> None:
     a, b = workspace_key("/home/u/a/src"), workspace_key("/home/u/b/src")
     assert a != b and a.startswith("src-") and b.startswith("src-")
     assert "/" not in workspace_key("/weird name/..;rm -rf") and workspace_key("/")
+    assert workspace_key("/a/src/").startswith("src-")
+    win = workspace_key("C:\\Users\\me\\src", flavor="windows")
+    assert win.startswith("src-") and win != workspace_key("D:\\Users\\me\\src", flavor="windows")
+    assert workspace_key("C:\\", flavor="windows").startswith("root-")
+    assert workspace_key("\\\\srv\\share\\p\\", flavor="windows").startswith("p-")
+    assert workspace_key("C:\\Users\\me\\src").startswith("C_Users_me_src-")  # POSIX rules
+    assert base_name("/a/b/") == "b" and base_name("C:/a/b", flavor="windows") == "b"
 
 
 def test_source_masks() -> None:

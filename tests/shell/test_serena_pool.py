@@ -22,9 +22,10 @@ from fakes.serena import FakeLauncher, FakeSerena
 from routerd.core.config import parse_config
 from routerd.core.errors import BadRequest, Busy, Forbidden, NotFound
 from routerd.core.serena import SerenaState
+from routerd.core.serena_access import WorkspaceSpec
 from routerd.core.serena_context import ContextResult, ContextUnavailable
 from routerd.shell.osdeps import SELF_UID
-from routerd.shell.serena_pool import Budget, Client, SerenaPool
+from routerd.shell.serena_pool import Budget, Client, Resolved, SerenaPool
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "serena_project"
 ME = Client(uid=os.getuid(), gid=os.getgid())
@@ -389,11 +390,12 @@ async def test_on_windows_the_daemons_own_user_may_use_what_the_daemon_reads(
     await nursery.start(pool.run)
     await nursery.start(posix.run)
     r = await pool.resolve(SELF, workspace=None, file=str(tree / "conf/geometry/shapes.py"))
-    assert (r.spec.path, r.file, r.writer) == (str(tree / "conf"), "geometry/shapes.py", True)
+    # Windows path rules: the file relative to the workspace with \, as Serena's own there.
+    assert (r.spec.path, r.file, r.writer) == (str(tree / "conf"), "geometry\\shapes.py", True)
     assert "replace_symbol_body" in pool.allowed_tools(r)
     # Mode bits are not asked there: the daemon (root or not) reads this 0600 file.
     r = await pool.resolve(SELF, workspace=str(tree / "conf"), file="geometry/secret.py")
-    assert r.file == "geometry/secret.py"
+    assert r.file == "geometry\\secret.py"
     unlisted = await pool.resolve(SELF, workspace=str(tree / "other/geometry"), file=None)
     assert unlisted.spec.path == str(tree / "other") and not unlisted.writer
     private = await pool.resolve(SELF, workspace=str(tree / "private"), file=None)
@@ -410,3 +412,54 @@ async def test_on_windows_the_daemons_own_user_may_use_what_the_daemon_reads(
     # Unknown credentials are refused whatever the platform.
     with pytest.raises(Forbidden, match="peer credentials"):
         await pool.resolve(Client(uid=None), workspace=str(tree / "conf"), file=None)
+
+
+async def test_on_windows_paths_follow_windows_rules(
+        nursery: trio.Nursery, tree: Path, fake: FakeSerena,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = config(tree, workspaces=[{"path": f"{tree}/conf", "start": False}],
+                      command=["C:\\venv\\Scripts\\serena.exe", "start-mcp-server"])
+    env = {"PATH": "C:\\Windows;C:\\venv\\Scripts", "SYSTEMROOT": "C:\\Windows", "X": "1"}
+    pool = SerenaPool(settings, home=tree / "home", env=env, launcher=FakeLauncher(fake),
+                      version="test", platform="win32")
+    posix = SerenaPool(settings, home=tree / "home2", env={}, launcher=FakeLauncher(fake))
+    assert (pool.path_flavor, posix.path_flavor) == ("windows", "posix")
+    await nursery.start(pool.run)
+    # The home an unlisted workspace may not be is the daemon's own, compared without case.
+    monkeypatch.setenv("HOME", str(tree / "other").upper())
+    with pytest.raises(Forbidden, match="is a home directory"):
+        await pool.resolve(SELF, workspace=str(tree / "other" / "geometry"), file=None)
+    monkeypatch.setenv("HOME", str(tree / "elsewhere"))
+    r = await pool.resolve(SELF, workspace=str(tree / "other" / "geometry"), file=None)
+    assert r.spec.path == str(tree / "other")
+    # Serena starts with the Windows environment and the project's base name.
+    await pool.ensure(r.spec)
+    await fake.wait_launches(1)
+    launch = fake.specs[-1]
+    assert launch.env["PATH"] == "C:\\venv\\Scripts;C:\\Windows"
+    assert launch.env["SYSTEMROOT"] == "C:\\Windows" and "X" not in launch.env
+    proj = read_json(Path(read_json(Path(launch.env["SERENA_HOME"]) / "serena_config.yml")[
+        "project_serena_folder_location"]) / "project.yml")
+    assert proj["project_name"] == "other"
+    await pool.stop_all()
+
+
+def test_tool_arguments_stay_inside_by_the_platforms_rules(tree: Path) -> None:
+    settings = config(tree)
+    win = SerenaPool(settings, home=tree / "home", env={}, platform="win32")
+    posix = SerenaPool(settings, home=tree / "home", env={}, platform="linux")
+    resolved = Resolved(spec=WorkspaceSpec(path="C:\\Users\\me\\proj"), file=None,
+                        writer=False)
+    for inside in ("src\\a.py", "c:/users/ME/proj/src", ".", "\\Users\\me\\proj\\a.py"):
+        win.check_arguments(resolved, {"relative_path": inside, "cwd": "src"})
+    for outside in ("..\\x", "src\\..\\..\\x", "C:foo", "D:\\proj", "\\\\srv\\share\\x",
+                    "C:\\Users\\me\\projx", "src\\.. "):
+        with pytest.raises(Forbidden, match="leads outside the workspace"):
+            win.check_arguments(resolved, {"relative_path": outside})
+        with pytest.raises(Forbidden, match="cwd"):
+            win.check_arguments(resolved, {"cwd": outside})
+    # POSIX rules for a POSIX workspace: a backslash is part of a name there.
+    here = Resolved(spec=WorkspaceSpec(path="/w"), file=None, writer=False)
+    posix.check_arguments(here, {"relative_path": "..\\x"})
+    with pytest.raises(Forbidden):
+        posix.check_arguments(here, {"relative_path": "../x"})
