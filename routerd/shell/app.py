@@ -11,8 +11,10 @@ Lifecycle of :meth:`App.run`:
 5. send ``READY=1`` and report started; then start the ``before_ready=False`` services (slow
    warm-ups), which show their progress in ``status`` through components;
 6. on shutdown: ``STOPPING=1``, stop accepting, answer new requests ``unavailable``, give
-   requests in flight ``daemon.shutdown_grace`` seconds, cancel the rest with ``unavailable``,
-   write what is queued, close connections, remove the socket file if we created it.
+   requests in flight ``daemon.shutdown_grace`` seconds (the socket's, and those of the other
+   ways in registered with :meth:`add_drain`, such as the HTTP fronts), cancel the rest with
+   ``unavailable``, write what is queued, close connections, remove the socket file if we
+   created it.
 
 Invariants: a failed reload changes nothing but ``last_reload``; the generation grows by one per
 successful reload; the socket path and group never change while running.
@@ -109,6 +111,7 @@ class App:
         self._components: dict[str, ComponentStatus] = {}
         self._services: list[tuple[str, Service, bool]] = []
         self._reload_hooks: list[ReloadHook] = []
+        self._drains: list[Callable[[], Awaitable[None]]] = []
         self._reload_lock: trio.Lock | None = None
         self._shutdown: trio.Event | None = None
         self._grace_scope: trio.CancelScope | None = None
@@ -161,6 +164,12 @@ class App:
         shutdown grace period, once no request needs them. Register before :meth:`run`.
         """
         self._services.append((name, run, before_ready))
+
+    def add_drain(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """Await ``drain()`` when a shutdown begins, alongside the socket's requests in flight:
+        it should stop taking new work and return once its work in flight is done. What is
+        still running after ``daemon.shutdown_grace`` seconds is cancelled with the services."""
+        self._drains.append(drain)
 
     async def _start_services(self, nursery: trio.Nursery, before_ready: bool) -> None:
         for name, run, early in self._services:
@@ -247,7 +256,10 @@ class App:
         if server.in_flight:
             log.info("shutting down: %d requests in flight get %g s", server.in_flight, grace)
         with trio.move_on_after(grace) as self._grace_scope:
-            await server.wait_idle()
+            async with trio.open_nursery() as drains:
+                for drain in self._drains:
+                    drains.start_soon(drain)
+                await server.wait_idle()
         if server.in_flight:
             log.warning("cancelling %d requests still in flight", server.in_flight)
             server.cancel_requests(ErrorCode.UNAVAILABLE, SHUTDOWN_MESSAGE)

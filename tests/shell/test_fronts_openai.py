@@ -232,3 +232,30 @@ async def test_the_unix_socket_serves_without_a_token(d: Any) -> None:
     assert models.status_code == 200
     assert models.json()["data"][0]["id"] == "routerd/auto"
     assert models.headers["x-routerd-instance"] == d.app.instance_id
+
+
+async def test_a_shutdown_lets_an_http_stream_in_flight_finish(d: Any) -> None:
+    """The fronts' requests get the shutdown grace period, as the socket's do: a streamed
+    answer under way when the daemon is told to stop arrives whole, then the front is shut."""
+    d.ollama.script = Script(chunks=["one", " two", " three", " four"], chunk_delay=0.15)
+    body = {"model": "routerd/auto", "stream": True,
+            "messages": [{"role": "user", "content": QUESTION}]}  # fmt: skip
+    lines: list[str] = []
+    async with httpx.AsyncClient(base_url=d.base_url, timeout=WAIT) as http:
+        headers = {"Authorization": f"Bearer {d.token}"}
+        async with http.stream("POST", "/v1/chat/completions", json=body,
+                               headers=headers) as response:  # fmt: skip
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line:
+                    lines.append(line)
+                if len(lines) == 2 and not d.app.shutting_down:
+                    d.app.request_shutdown()  # mid-answer
+        assert d.app.shutting_down
+    async with httpx.AsyncClient(base_url=d.base_url, timeout=WAIT) as fresh:
+        with pytest.raises(httpx.ConnectError):  # new connections are refused meanwhile
+            await fresh.get("/v1/models", headers=headers)
+    pieces = [json.loads(x.removeprefix("data: "))["choices"][0]["delta"].get("content", "")
+              for x in lines if x.startswith("data: {") and '"choices":[{' in x.replace(" ", "")]  # fmt: skip
+    assert "".join(pieces) == "one two three four"
+    assert lines[-1] == "data: [DONE]"

@@ -57,6 +57,7 @@ def install(app: App) -> None:
     app.add_reload_hook(front.on_reload)
     # Before READY: "ready" means every configured front accepts connections.
     app.add_service("http", front.run, before_ready=True)
+    app.add_drain(front.drain)
 
 
 def front_of(app: App) -> HttpFront:

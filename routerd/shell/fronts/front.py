@@ -113,6 +113,11 @@ class HttpFront:
         self.socket_private = app.config.daemon.socket_group is None
         self._last_refusal: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._stopping = trio.Event()  # a shutdown began: hypercorn stops taking connections
+        self._stopped = trio.Event()  # ... and has let its requests in flight finish
+        self._serving = False
+        self._closers: list[Callable[[], None]] = []  # our listening sockets (hypercorn's own
+        # are duplicates: the kernel keeps listening until both are closed)
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -188,6 +193,7 @@ class HttpFront:
             headers={"User-Agent": f"routerd/{__version__}"},
             on_refused=egress_reporter(self.app),
         )
+        self._closers = [s.close for s in tcp] + ([unix.close] if unix is not None else [])
         try:
             async with client, trio.open_nursery() as nursery:
                 self.client = client
@@ -196,13 +202,28 @@ class HttpFront:
                         binds = await nursery.start(self._serve, sockets, transport)
                         self.listening += binds
                 log.info("HTTP front serving on %s", ", ".join(self.listening))
+                self._serving = True
                 task_status.started()
         finally:
+            self._serving = False
+            self._stopped.set()
             self.client = None
-            for s in tcp:
-                s.close()
-            if unix is not None:
-                unix.close()
+            self._close_listeners()
+
+    async def drain(self) -> None:
+        """The daemon shuts down (``App.add_drain``): stop taking connections, and return once
+        the requests in flight are answered (hypercorn cancels what is left after
+        ``daemon.shutdown_grace``)."""
+        if not self._serving:
+            return
+        self._stopping.set()
+        self._close_listeners()  # new connections are refused at once, not left in the backlog
+        await self._stopped.wait()
+
+    def _close_listeners(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
 
     def _egress(self) -> EgressPolicy:
         """The egress policy in force (routing's, which follows reloads)."""
@@ -247,7 +268,8 @@ class HttpFront:
             return bind if transport == "tcp" else f"unix:{self.app.config.http.unix_socket}"
 
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(functools.partial(serve, asgi, hc))  # type: ignore[arg-type]
+            binds = await nursery.start(functools.partial(
+                serve, asgi, hc, shutdown_trigger=self._stopping.wait))  # type: ignore[arg-type]
             task_status.started([where(b) for b in binds])
 
     # --- one request -----------------------------------------------------------------------
