@@ -218,7 +218,8 @@ async def stream_route(app: App, conn: ConnectionInfo, params: RouteParams, repl
 
 
 def model_facts(app: App) -> list[ModelFacts]:
-    """Every routable model now, each id once, in the order routing would try services."""
+    """Every routable model now, each id once, in the order routing would try services
+    (a model blocked by its checksum is not routable: left out)."""
     try:
         router = router_of(app)
     except LookupError:
@@ -227,6 +228,8 @@ def model_facts(app: App) -> list[ModelFacts]:
     reports = {(am.service, am.model.id): am.model for am in router.registry.available_models()}
     out = []
     for c in view.candidates:
+        if c.blocked:
+            continue
         m = reports.get((c.service, c.model))
         if m is None:
             out.append(facts_of(c))

@@ -50,3 +50,17 @@ async def test_when_every_model_is_blocked_the_error_says_so(
     assert final["type"] == "error" and final["code"] == "unavailable", final
     assert "blocked (checksum mismatch" in final["message"]
     assert rk.chat_requests(s.first) == rk.chat_requests(s.second) == []
+
+
+async def test_the_http_fronts_model_lists_leave_a_blocked_model_out(
+    start_routing: Any, short_tmp: str
+) -> None:
+    from routerd.shell.fronts.engine import model_facts
+
+    s = await start_routing(extra=checksums(short_tmp, "qwen2.5-coder:7b"))
+    listed = [f.id for f in model_facts(s.app)]
+    assert "qwen2.5-coder:7b" in listed
+    await Checksums(s.app).run_check()
+    listed = [f.id for f in model_facts(s.app)]
+    assert "qwen2.5-coder:7b" not in listed
+    assert "qwen2.5-coder-7b-instruct" in listed  # the llama.cpp one is still served
