@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from routerd.core.compaction import CompactionResult
 from routerd.core.context import Message
 from routerd.core.streams import Usage
@@ -44,12 +46,13 @@ def manager_of(app: App) -> SessionManager | None:
 class TurnSession:
     """One turn of one session (see the module docstring)."""
 
-    __slots__ = ("manager", "new", "session")
+    __slots__ = ("enriched", "manager", "new", "session")
 
     def __init__(self, manager: SessionManager, session: Session, new: list[Message]) -> None:
         self.manager = manager
         self.session = session
         self.new = new  # the request's own messages, stored with the answer
+        self.enriched: str | None = None  # the last user message as sent, with Serena's context
 
     @property
     def id(self) -> str:
@@ -65,6 +68,13 @@ class TurnSession:
         }
 
     def record_compaction(self, result: CompactionResult, model: str) -> None:
+        """Keep ``result``'s messages as the session's history, with the request's own last
+        user message in place of the one enriched with Serena's context: that context was
+        for this turn, and would go stale (and fill the window) in the history."""
+        if self.enriched is not None:
+            result = msgspec.structs.replace(
+                result, messages=_unenriched(result.messages, self.enriched, self.new)
+            )
         self.manager.record_compaction(self.session, result, model=model)
 
     async def commit(
@@ -86,6 +96,19 @@ class TurnSession:
             usage=usage,
             partial=partial,
         )
+
+
+def _unenriched(messages: list[Message], enriched: str, new: list[Message]) -> list[Message]:
+    original = next((m for m in reversed(new) if m.role == "user"), None)
+    if original is None:
+        return messages
+    out = list(messages)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i].role == "user":
+            if out[i].content == enriched:
+                out[i] = original
+            break
+    return out
 
 
 def open_turn_session(

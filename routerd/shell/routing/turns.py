@@ -161,6 +161,8 @@ async def prepare_turn(
         core = [Message("system", bare_system_prompt(router.os_name, conn, state)), *core]
     if serena is not None and serena.query is not None:
         core = enrich_last_user(core, serena.query)
+        if session is not None:
+            session.enriched = serena.query
     plan, prompt = _plan(router, view, request, core, params.tools)
     if isinstance(plan, RouteFailure):
         raise failure_error(plan)

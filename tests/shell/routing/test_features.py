@@ -291,3 +291,43 @@ async def test_routerctl_classify_and_resolve(
     assert await routerctl(setup, "resolve", "qwen2.5-coder:7b") == 0
     out = capfd.readouterr()[0]
     assert out.splitlines()[0].split() == ["NAME", "MODEL", "ID", "CONTEXT", "WHY"]
+
+
+async def test_a_compacted_session_keeps_the_question_without_serenas_context(
+    rk: Any, start_routing: Any, connect: Any
+) -> None:
+    """Serena's context is for the turn it was fetched for: when the turn is compacted, the
+    session stores the question as asked, not as enriched (it would go stale, and fill the
+    window turn after turn)."""
+    small = FakeModel("qwen2.5-coder:7b", context_length=2048, max_context_length=2048,
+                      family="qwen2", parameter_size="7.6B")  # fmt: skip
+    s = await start_routing(
+        with_sessions=True,
+        serena_fake=FakeSerena(),
+        first_models=[small],
+        second_models=[rk.qwen("qwen2.5-coder-7b-instruct", ctx=2048)],
+    )
+    proj = str(Path(s.socket).parent / "proj")
+    history: list[dict[str, Any]] = []
+    for i in range(30):
+        history.append({"role": "user", "content": f"Question {i}: " + "explain the parser " * 20})
+        history.append({"role": "assistant", "content": f"Answer {i}: " + "it reads tokens " * 20})
+    query = "Rename area to surface everywhere."
+    history.append({"role": "user", "content": query})
+    params = {
+        "messages": history,
+        "session_id": "new",
+        "category": "coding",
+        "file_context": {"file": f"{proj}/geometry/shapes.py", "line": 11, "character": 8},
+    }
+    wire = await connect(s.app)
+    events, final = await rk.route(wire, 1, params)
+    assert final["event"] == "end", final
+    (selected,) = rk.named(events, "selected")
+    assert selected["serena"]["used"] is True and selected.get("compacted") is True, selected
+    sent = s.first.last("/api/chat").json["messages"]
+    assert sent[-1]["content"].startswith(query + "\n\n")  # the model saw the context
+    stored = sessions.sessions_of(s.app).readable(final["data"]["session_id"], os.getuid())
+    assert [m.role for m in stored.messages[-2:]] == ["user", "assistant"]
+    assert stored.messages[-2].content == query
+    assert len(stored.messages) < len(history)  # the compaction itself was kept
