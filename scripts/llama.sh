@@ -45,14 +45,9 @@ MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 JOBS=${ROUTERD_BUILD_JOBS:-2}
 PY=${PYTHON:-python3}
 
-log() { echo "llama.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-elapsed() { # seconds -> "3m07s"
-    printf '%dm%02ds' $(($1 / 60)) $(($1 % 60))
-}
-
-py_minor() { "$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+SCRIPT_NAME=llama.sh
+# shellcheck source=scripts/cache-lib.sh
+. scripts/cache-lib.sh
 
 # Keys: a cached artefact is reused only when its .stamp holds exactly this text.
 wheel_key() { echo "llama-cpp-python=$LCP_VERSION sdist=$LCP_SDIST_SHA256 cmake=$LCP_CMAKE_ARGS"; }
@@ -63,8 +58,6 @@ lcp_dir() { echo "$1/llama-cpp-python-$LCP_VERSION"; }
 srv_dir() { echo "$1/llama-server-$LLAMA_CPP_COMMIT"; }
 model_path() { echo "$1/models/$MODEL_FILE"; }
 
-stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
-
 complete_in() { # is everything already built in cache dir $1?
     stamp_ok "$(lcp_dir "$1")/venv/.stamp" "$(venv_key)" &&
         stamp_ok "$(srv_dir "$1")/.stamp" "$(server_key)" &&
@@ -72,25 +65,6 @@ complete_in() { # is everything already built in cache dir $1?
         [ -f "$(model_path "$1")" ]
 }
 
-writable_dir() { mkdir -p "$1" 2>/dev/null && [ -w "$1" ]; }
-
-# The cache in use: an explicit ROUTERD_CACHE, else the first candidate that is already
-# complete (so a root-built /var/cache serves other users read-only), else the first writable.
-pick_cache() {
-    if [ -n "${ROUTERD_CACHE:-}" ]; then
-        echo "$ROUTERD_CACHE"
-        return
-    fi
-    local candidates=(/var/cache/routerd-dev "${XDG_CACHE_HOME:-$HOME/.cache}/routerd-dev")
-    local c
-    for c in "${candidates[@]}"; do
-        if complete_in "$c"; then echo "$c"; return; fi
-    done
-    for c in "${candidates[@]}"; do
-        if writable_dir "$c"; then echo "$c"; return; fi
-    done
-    die "no writable cache directory (tried ${candidates[*]}; set ROUTERD_CACHE)"
-}
 
 need_tools() {
     local missing=() t
@@ -107,15 +81,6 @@ need_tools() {
         "${missing[@]}" >/dev/null
 }
 
-# run_logged LOGFILE CMD...: run quietly; on failure show the log's tail and stop.
-run_logged() {
-    local logf=$1
-    shift
-    if ! "$@" >>"$logf" 2>&1; then
-        tail -n 40 "$logf" >&2
-        die "command failed: $* (full log: $logf)"
-    fi
-}
 
 file_sha256() { sha256sum "$1" | cut -d' ' -f1; }
 

@@ -21,22 +21,15 @@ SERENA_VERSION=2.1.0
 JEDI_LS_VERSION=0.47.0
 PY=${PYTHON:-python3}
 
-log() { echo "serena.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-elapsed() { # seconds -> "3m07s"
-    printf '%dm%02ds' $(($1 / 60)) $(($1 % 60))
-}
-
-py_minor() { "$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+SCRIPT_NAME=serena.sh
+# shellcheck source=scripts/cache-lib.sh
+. scripts/cache-lib.sh
 
 venv_key() {
     echo "serena-agent=$SERENA_VERSION jedi-language-server=$JEDI_LS_VERSION python=$(py_minor)"
 }
 
 serena_dir() { echo "$1/serena-$SERENA_VERSION"; }
-
-stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
 complete_in() { # is the venv already made in cache dir $1?
     local venv
@@ -45,35 +38,7 @@ complete_in() { # is the venv already made in cache dir $1?
         [ -x "$venv/bin/jedi-language-server" ]
 }
 
-writable_dir() { mkdir -p "$1" 2>/dev/null && [ -w "$1" ]; }
 
-# The cache in use: an explicit ROUTERD_CACHE, else the first candidate that is already
-# complete (so a root-built /var/cache serves other users read-only), else the first writable.
-pick_cache() {
-    if [ -n "${ROUTERD_CACHE:-}" ]; then
-        echo "$ROUTERD_CACHE"
-        return
-    fi
-    local candidates=(/var/cache/routerd-dev "${XDG_CACHE_HOME:-$HOME/.cache}/routerd-dev")
-    local c
-    for c in "${candidates[@]}"; do
-        if complete_in "$c"; then echo "$c"; return; fi
-    done
-    for c in "${candidates[@]}"; do
-        if writable_dir "$c"; then echo "$c"; return; fi
-    done
-    die "no writable cache directory (tried ${candidates[*]}; set ROUTERD_CACHE)"
-}
-
-# run_logged LOGFILE CMD...: run quietly; on failure show the log's tail and stop.
-run_logged() {
-    local logf=$1
-    shift
-    if ! "$@" >>"$logf" 2>&1; then
-        tail -n 40 "$logf" >&2
-        die "command failed: $* (full log: $logf)"
-    fi
-}
 
 # The installed versions must be exactly the pinned ones, and both programs must start.
 venv_works() {
