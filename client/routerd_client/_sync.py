@@ -83,7 +83,41 @@ def _streaming_error(method: str) -> ProtocolViolation:
     return ProtocolViolation(f"method {method!r} answers with a stream; use stream() for it")
 
 
-class Client:
+class _ClientCommon:
+    """What the blocking and the trio client share: who they are, and the ``hello``
+    exchange around their own ``call``."""
+
+    def __init__(
+        self,
+        path: str | None,
+        timeout: float | None,
+        client_name: str,
+        client_version: str,
+        agent: AgentInfo | None,
+    ) -> None:
+        self.path: str = path if path is not None else default_socket_path()
+        self.timeout = timeout
+        self.client_info = ClientInfo(name=client_name, version=client_version)
+        self.agent = agent
+        #: The daemon's answer to the last ``hello``, if any.
+        self.hello_result: HelloResult | None = None
+        #: Connection-level error replies (``error`` frames with a nil id), oldest first.
+        self.connection_errors: deque[RemoteError] = deque(maxlen=16)
+        self._conn = ClientConnection()
+
+    def _hello_params(self, agent: AgentInfo | None, client: ClientInfo | None) -> HelloParams:
+        if agent is None:
+            agent = self.agent if self.agent is not None else detect_agent()
+        return HelloParams(protocol=PROTOCOL_VERSION, client=client or self.client_info,
+                           agent=agent)  # fmt: skip
+
+    def _hello_done(self, result: HelloResult) -> HelloResult:
+        self.hello_result = result
+        self._conn.max_send_size = result.max_frame_size
+        return result
+
+
+class Client(_ClientCommon):
     """A blocking connection to routerd.
 
     ``Client(path=None, *, timeout=30.0, client_name="routerd-client", client_version=...,
@@ -109,15 +143,7 @@ class Client:
         agent: AgentInfo | None = None,
         hello: bool = True,
     ) -> None:
-        self.path: str = path if path is not None else default_socket_path()
-        self.timeout = timeout
-        self.client_info = ClientInfo(name=client_name, version=client_version)
-        self.agent = agent
-        #: The daemon's answer to the last ``hello``, if any.
-        self.hello_result: HelloResult | None = None
-        #: Connection-level error replies (``error`` frames with a nil id), oldest first.
-        self.connection_errors: deque[RemoteError] = deque(maxlen=16)
-        self._conn = ClientConnection()
+        super().__init__(path, timeout, client_name, client_version, agent)
         self._inbox: dict[int, deque[ConnEvent]] = {}
         self._sock: Transport | None = self._connect()
         if hello:
@@ -180,15 +206,8 @@ class Client:
         Raises :class:`~routerd_client.errors.UnsupportedVersion` if the daemon speaks another
         major protocol version.
         """
-        if agent is None:
-            agent = self.agent if self.agent is not None else detect_agent()
-        params = HelloParams(
-            protocol=PROTOCOL_VERSION, client=client or self.client_info, agent=agent
-        )
-        result = self.call("hello", params, HelloResult)
-        self.hello_result = result
-        self._conn.max_send_size = result.max_frame_size
-        return result
+        params = self._hello_params(agent, client)
+        return self._hello_done(self.call("hello", params, HelloResult))
 
     def ping(self) -> PingResult:
         """The cheapest round trip."""

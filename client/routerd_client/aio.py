@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -33,7 +32,6 @@ import msgspec
 import trio
 
 from ._conn import (
-    ClientConnection,
     ConnectionErrorEvent,
     ConnEvent,
     ErrorReply,
@@ -42,22 +40,25 @@ from ._conn import (
     StreamEvent,
 )
 from ._pipe import describe_pipe_error
-from ._sync import _DEFAULT, DEFAULT_TIMEOUT, _Default, _streaming_error, typed_result
+from ._sync import (
+    _DEFAULT,
+    DEFAULT_TIMEOUT,
+    _ClientCommon,
+    _Default,
+    _streaming_error,
+    typed_result,
+)
 from ._version import __version__
-from .agent import detect_agent
 from .errors import (
     ConnectionLost,
     DaemonUnreachable,
     ProtocolViolation,
-    RemoteError,
     RequestTimeout,
 )
-from .paths import default_socket_path, describe_connect_error, is_pipe_name
+from .paths import describe_connect_error, is_pipe_name
 from .protocol import (
-    PROTOCOL_VERSION,
     AgentInfo,
     ClientInfo,
-    HelloParams,
     HelloResult,
     PingResult,
     ReloadResult,
@@ -94,7 +95,7 @@ def _describe(path: str, exc: OSError) -> str:
     return describe_connect_error(path, exc)
 
 
-class AsyncClient:
+class AsyncClient(_ClientCommon):
     """A trio connection to routerd. Use it with ``async with``, which connects, starts the
     reader task, and sends ``hello`` unless ``hello`` is false; leaving the block closes the
     connection (the daemon cancels what is still in flight).
@@ -116,15 +117,9 @@ class AsyncClient:
         hello: bool = True,
         opener: StreamOpener | None = None,
     ) -> None:
-        self.path: str = path if path is not None else default_socket_path()
-        self.timeout = timeout
+        super().__init__(path, timeout, client_name, client_version, agent)
         self._opener = opener if opener is not None else default_opener()
-        self.client_info = ClientInfo(name=client_name, version=client_version)
-        self.agent = agent
-        self.hello_result: HelloResult | None = None
-        self.connection_errors: deque[RemoteError] = deque(maxlen=16)
         self._send_hello = hello
-        self._conn = ClientConnection()
         self._waiters: dict[int, trio.MemorySendChannel[ConnEvent]] = {}
         self._send_lock = trio.Lock()
         self._stream: trio.abc.Stream | None = None
@@ -196,15 +191,8 @@ class AsyncClient:
         self, *, agent: AgentInfo | None = None, client: ClientInfo | None = None
     ) -> HelloResult:
         """As :meth:`routerd_client.Client.hello`."""
-        if agent is None:
-            agent = self.agent if self.agent is not None else detect_agent()
-        params = HelloParams(
-            protocol=PROTOCOL_VERSION, client=client or self.client_info, agent=agent
-        )
-        result = await self.call("hello", params, HelloResult)
-        self.hello_result = result
-        self._conn.max_send_size = result.max_frame_size
-        return result
+        params = self._hello_params(agent, client)
+        return self._hello_done(await self.call("hello", params, HelloResult))
 
     async def ping(self) -> PingResult:
         return await self.call("ping", None, PingResult)
