@@ -17,6 +17,7 @@ Errors reach the client in the API's shape, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import socket
@@ -193,7 +194,9 @@ class HttpFront:
             headers={"User-Agent": f"routerd/{__version__}"},
             on_refused=egress_reporter(self.app),
         )
-        self._closers = [s.close for s in tcp] + ([unix.close] if unix is not None else [])
+        self._closers = [functools.partial(_stop_listening, s, s.close) for s in tcp]
+        if unix is not None:
+            self._closers.append(functools.partial(_stop_listening, unix.sock, unix.close))
         try:
             async with client, trio.open_nursery() as nursery:
                 self.client = client
@@ -406,6 +409,16 @@ class HttpFront:
         if left_out:
             details["not_recorded_before"] = left_out
         self.app.audit.security("http_refused", admission.reason, **details)
+
+
+def _stop_listening(sock: socket.socket, close: Callable[[], None]) -> None:
+    """Stop ``sock`` listening, then ``close`` it. hypercorn serves a duplicate of it, which
+    it leaves to the garbage collector: closing ours alone would keep the kernel queueing
+    connections nobody accepts. ``shutdown`` stops the socket itself, duplicates included
+    (Linux; elsewhere it may refuse, and closing is what is left)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    close()
 
 
 def _tcp_socket(address: ListenAddress) -> socket.socket:
