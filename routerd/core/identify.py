@@ -163,6 +163,8 @@ def _marker_localai(a: _Answers) -> str | None:
         readyz is not None
         and a.ok("/readyz")
         and not looks_like_html(readyz)
+        # LM Studio answers every path it lacks with 200 {"error": "Unexpected endpoint..."}.
+        and pick(a.json("/readyz"), "error") is None
         and a.openai_list() is not None
     ):
         return "/readyz and /v1/models"

@@ -172,6 +172,17 @@ def test_localai_without_well_known() -> None:
     assert (ident.kind, ident.version) == ("localai", "v3.1.0")
 
 
+def test_a_catch_all_200_error_on_readyz_is_not_localai() -> None:
+    """LM Studio answers every path it lacks with 200 and an error object: its /readyz does
+    not make it LocalAI."""
+    answers = {
+        "/readyz": j('{"error":"Unexpected endpoint or method. (GET /readyz)"}'),
+        "/v1/models": doc("localai_models.json"),
+    }
+    ident = identify(answers, candidates=("localai", "lmstudio"))
+    assert ident.kind != "localai", ident
+
+
 def test_openwebui_without_key_needs_a_key() -> None:
     answers = {
         "/health": doc("openwebui_health.json"),

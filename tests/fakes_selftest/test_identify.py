@@ -83,23 +83,7 @@ async def test_identify_names_each_fake(
 ALL_PATHS_EXPECTED = {"jan": "openai_compat", "gpt4all": "openai_compat"}
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="LM Studio answers 200 JSON on every path (/readyz too), which "
-                "identify's LocalAI marker takes for LocalAI; only matters if /readyz is "
-                "ever probed on an LM Studio port",
-            ),
-        )
-        if k == "lmstudio"
-        else k
-        for k in IDENTIFIED_KINDS
-    ],
-)
+@pytest.mark.parametrize("kind", IDENTIFIED_KINDS)
 async def test_identify_with_every_probe_path(nursery: trio.Nursery, kind: ServiceKind) -> None:
     fake = await start_fake(nursery, kind)
     answers = await probe(fake, IDENTIFIED_KINDS, fake.api_key)
