@@ -153,11 +153,18 @@ async def _lookups_context_and_recovery(client: AsyncClient, pool: SerenaPool, p
 
     os.kill(pid, signal.SIGKILL)
     t0 = trio.current_time()
-    with pytest.raises(RemoteError) as failed:
-        await client.call("serena.call", {"workspace": proj, "tool": "find_symbol",
-                                          "arguments": {"name_path_pattern": "Circle"}})
-    assert failed.value.code == "unavailable"
-    assert trio.current_time() - t0 < 2.0
+    # Two answers are right, by who notices first: the call meets the dead session and fails
+    # at once (unavailable), or the supervisor saw the death first and restarted Serena, and
+    # the call waited for it within its timeout and was answered by the new one.
+    try:
+        during = await client.call("serena.call", {
+            "workspace": proj, "tool": "find_symbol",
+            "arguments": {"name_path_pattern": "Circle"}})
+    except RemoteError as failed:
+        assert failed.code == "unavailable"
+        assert trio.current_time() - t0 < 2.0
+    else:
+        assert not during["is_error"] and the_one(pool).status.pid != pid
     await poll(lambda: the_one(pool).ready and the_one(pool).status.pid != pid, READY_WITHIN)
     assert the_one(pool).status.restarts == 1
     assert "signal 9" in (the_one(pool).status.last_error or "")
