@@ -70,6 +70,12 @@ EOF
 mkdir -p "$stage/usr/share/doc/routerd"
 cp docs/*.md packaging/config.example.toml "$stage/usr/share/doc/routerd/"
 
+# The Neovim plugin, as an optional package on Neovim's system-wide path: `:packadd routerd`.
+nvim="$stage/usr/share/nvim/site/pack/routerd/opt/routerd"
+mkdir -p "$nvim"
+cp -r client/nvim/lua client/nvim/plugin "$nvim/"
+find "$nvim" -type d -exec chmod 755 {} + && find "$nvim" -type f -exec chmod 644 {} +
+
 # --- the package -------------------------------------------------------------------------
 mkdir -p dist
 cp packaging/nfpm.yaml "$work/nfpm.yaml"

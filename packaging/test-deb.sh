@@ -46,6 +46,9 @@ getent group routerd >/dev/null || fail "no routerd group"
 [ -L /etc/systemd/system/sockets.target.wants/routerd.socket ] || fail "routerd.socket not enabled"
 [ "$(stat -c %G /etc/routerd/config.toml)" = routerd ] || fail "config.toml is not group routerd"
 /usr/bin/routerctl --version >/dev/null || fail "routerctl does not run"
+[ -f /usr/share/nvim/site/pack/routerd/opt/routerd/plugin/routerd.lua ] \
+    && [ -d /usr/share/nvim/site/pack/routerd/opt/routerd/lua/routerd ] \
+    || fail "the Neovim plugin is not installed"
 [ "$(/usr/sbin/routerd --version)" = "routerd $(dpkg-query -W -f='${Version}' routerd | cut -d- -f1)" ] \
     || fail "routerd --version does not match the package"
 
@@ -150,7 +153,7 @@ for path in /opt/routerd /etc/routerd /var/lib/routerd /run/routerd /usr/bin/rou
         /usr/lib/systemd/system/routerd.socket /usr/lib/systemd/user/routerd.service \
         /etc/systemd/system/sockets.target.wants/routerd.socket \
         /etc/systemd/system/routerd.socket /etc/systemd/system/routerd.service \
-        /usr/share/doc/routerd; do
+        /usr/share/doc/routerd /usr/share/nvim/site/pack/routerd; do
     if [ -e "$path" ] || [ -L "$path" ]; then left+=("$path"); fi
 done
 if [ -n "$(find /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked \
