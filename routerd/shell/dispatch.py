@@ -105,6 +105,11 @@ class Stream(Protocol):
         """
         ...
 
+    def emit_nowait(self, event: str, data: Any = None) -> bool:
+        """As ``emit(event, data, flush=False)`` without waiting: False, and nothing queued,
+        when the stream has no room for it now."""
+        ...
+
 
 Handler = Callable[[RequestContext, Any], Awaitable[Any]]
 StreamHandler = Callable[[RequestContext, Any, Stream], Awaitable[Any]]

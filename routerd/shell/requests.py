@@ -114,6 +114,25 @@ class RequestStream:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
 
+    def emit_nowait(self, event: str, data: Any = None) -> bool:
+        """Queue one non-final ``event`` frame to go out with the next one (``flush=False``),
+        without waiting; False (nothing queued) when the stream has no room for it now."""
+        req = self._req
+        if event == END_EVENT:
+            raise ValueError("'end' is sent by returning from the handler, not by emit")
+        if req.finished:
+            raise RuntimeError(f"request {req.id} has already ended")
+        credits = req.credits
+        assert credits is not None
+        try:
+            credits.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        body = framing.frame(encode(Event(id=req.id, event=event, data=data)))
+        self._outbound.put(body, credits, soon=True)
+        return True
+
+
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         for sub in exc.exceptions:

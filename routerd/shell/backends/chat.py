@@ -28,7 +28,7 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Protocol
 
@@ -69,6 +69,7 @@ class ChatBackend(Protocol):
         timeouts: Timeouts,
         *,
         first_token_deadline: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Events of one request (see ``run_chat``)."""
         ...
@@ -87,9 +88,11 @@ class HttpChatBackend:
         timeouts: Timeouts,
         *,
         first_token_deadline: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         return run_chat(
-            self._transport, target, request, timeouts, first_token_deadline=first_token_deadline
+            self._transport, target, request, timeouts, first_token_deadline=first_token_deadline,
+            on_sent=on_sent,
         )
 
 
@@ -104,10 +107,12 @@ async def run_chat(
     timeouts: Timeouts,
     *,
     first_token_deadline: float | None = None,
+    on_sent: Callable[[], None] | None = None,
 ) -> AsyncGenerator[StreamEvent, None]:
     """Send ``request`` to ``target`` through ``client`` (an httpx client or a
     :class:`~routerd.shell.backends.upstream.ChatTransport`) and yield routerd's events
-    (module docstring).
+    (module docstring). ``on_sent`` is called once the request is on its way (see
+    ``ChatTransport.open``).
 
     ``timeouts.overall`` is not used here; pass ``first_token_deadline`` (trio time, e.g.
     ``fallback.first_byte_deadline(...)``) to end the wait for the first token earlier than
@@ -126,7 +131,7 @@ async def run_chat(
     failure: StreamError | None = None
     with trio.move_on_at(first_deadline) as waiting:
         try:
-            upstream = await transport.open(call, timeouts)
+            upstream = await transport.open(call, timeouts, on_sent)
         except (httpx.RequestError, httpx.InvalidURL) as exc:
             failure = before_answer(exc, call.url)
     if waiting.cancelled_caught:

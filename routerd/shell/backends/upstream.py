@@ -15,7 +15,7 @@ the caller's end for long: ``aclose`` takes at most ``CLOSE_GRACE`` seconds (htt
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import httpx
@@ -61,9 +61,13 @@ class Upstream(Protocol):
 class ChatTransport(Protocol):
     """Sends one planned chat call."""
 
-    async def open(self, call: ChatCall, timeouts: Timeouts) -> Upstream:
+    async def open(
+        self, call: ChatCall, timeouts: Timeouts, on_sent: Callable[[], None] | None = None
+    ) -> Upstream:
         """Send ``call``; return once the status and headers are in. Raises
-        ``httpx.RequestError`` (or ``httpx.InvalidURL``); no read timeout applies."""
+        ``httpx.RequestError`` (or ``httpx.InvalidURL``); no read timeout applies.
+        ``on_sent`` is called once the request is written (or just before, where the
+        transport cannot tell), while the server works on it; it must not block."""
         ...
 
 
@@ -132,7 +136,9 @@ class HttpxTransport:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def open(self, call: ChatCall, timeouts: Timeouts) -> Upstream:
+    async def open(
+        self, call: ChatCall, timeouts: Timeouts, on_sent: Callable[[], None] | None = None
+    ) -> Upstream:
         # No httpx read timeout: first-token and idle deadlines are kept by the caller.
         timeout = httpx.Timeout(
             connect=timeouts.connect, read=None, write=timeouts.idle, pool=timeouts.connect
@@ -140,6 +146,8 @@ class HttpxTransport:
         request = self.client.build_request(
             "POST", call.url, content=call.body, headers=call.headers, timeout=timeout
         )
+        if on_sent is not None:
+            on_sent()  # httpx sends and waits for the head in one call: just before, then
         return _HttpxUpstream(await self.client.send(request, stream=True))
 
 
@@ -150,13 +158,16 @@ class WireTransport:
         self.wire = wire
         self.fallback = fallback
 
-    async def open(self, call: ChatCall, timeouts: Timeouts) -> Upstream:
+    async def open(
+        self, call: ChatCall, timeouts: Timeouts, on_sent: Callable[[], None] | None = None
+    ) -> Upstream:
         if not self.wire.handles(call.url):
-            return await self.fallback.open(call, timeouts)
+            return await self.fallback.open(call, timeouts, on_sent)
         return await self.wire.post(
             call.url,
             call.body,
             call.headers,
             connect_timeout=timeouts.connect,
             write_timeout=timeouts.idle,
+            on_sent=on_sent,
         )

@@ -38,7 +38,7 @@ Contract:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -179,9 +179,12 @@ class WireClient:
         *,
         connect_timeout: float,
         write_timeout: float,
+        on_sent: Callable[[], None] | None = None,
     ) -> WireResponse:
         """Send a POST and return once the answer's status and headers are in (raises as
-        the module docstring says). The caller reads the body and must :meth:`close` it."""
+        the module docstring says). The caller reads the body and must :meth:`close` it.
+        ``on_sent`` is called once the request is written (again if it is sent again on a
+        new connection), before the wait for the answer."""
         target = self._target(url)
         if target is None:
             raise httpx.UnsupportedProtocol(f"this client sends to http:// URLs only: {url}")
@@ -196,7 +199,8 @@ class WireClient:
             conn = self._reuse(key)
         if conn is not None:
             try:
-                return await self._exchange(key, conn, request, head, body, write_timeout, True)
+                return await self._exchange(key, conn, request, head, body, write_timeout, True,
+                                            on_sent)  # fmt: skip
             except _Retry:
                 pass
         try:
@@ -204,7 +208,7 @@ class WireClient:
         except EgressRefused as exc:
             report_refusal(self._on_refused, url, exc.reason)
             raise EgressRefused(url, exc.reason) from None
-        return await self._exchange(key, conn, request, head, body, write_timeout, False)
+        return await self._exchange(key, conn, request, head, body, write_timeout, False, on_sent)
 
     def _head(self, url: str, target: _Target, headers: Mapping[str, str]) -> bytes:
         """The request head up to the Content-Length value (raises LocalProtocolError)."""
@@ -294,6 +298,7 @@ class WireClient:
         body: bytes,
         write_timeout: float,
         reused: bool,
+        on_sent: Callable[[], None] | None = None,
     ) -> WireResponse:
         """Send the request on ``conn`` and read the status and headers. Raises _Retry when
         a reused connection turns out dead before any answer."""
@@ -313,6 +318,8 @@ class WireClient:
                     raise httpx.WriteError(str(exc) or type(exc).__name__) from None
             if scope.cancelled_caught:
                 raise httpx.WriteTimeout("the server did not read the request in time")
+            if on_sent is not None:
+                on_sent()
             while True:
                 try:
                     event = parser.next_event()

@@ -88,6 +88,9 @@ class EventSink:
     async def emit(self, event: str, data: Any) -> None:
         await self._emit(event, data)
 
+    def emit_soon(self, event: str, data: Any) -> bool:
+        return False  # the front's emit may write: the executor awaits it instead
+
 
 class CollectSink:
     """A collecting sink: nothing goes out before the end (so any failure may fall back)."""
@@ -97,6 +100,9 @@ class CollectSink:
 
     async def emit(self, event: str, data: Any) -> None:
         return None
+
+    def emit_soon(self, event: str, data: Any) -> bool:
+        return True
 
 
 def _agent(req: HttpRequest, known: list[str]) -> AgentInfo | None:

@@ -89,6 +89,35 @@ class Sink(Protocol):
 
     async def emit(self, event: str, data: Any) -> None: ...
 
+    def emit_soon(self, event: str, data: Any) -> bool:
+        """Queue a non-content event to go out with what follows, without waiting; False when
+        it cannot be done now (the caller then awaits ``emit``)."""
+        ...
+
+
+class _Announce:
+    """An attempt's ``selected`` event, sent once: as soon as the request is on its way to
+    the model server (building and queueing it then overlaps the server's work, not the
+    client's wait), before a wait for a queue slot, and at the latest before the attempt's
+    first event or its failure."""
+
+    __slots__ = ("_selected", "_sink", "done")
+
+    def __init__(self, sink: Sink, selected: SelectedEvent) -> None:
+        self._sink = sink
+        self._selected = selected
+        self.done = False
+
+    def sent(self) -> None:
+        """The transport's ``on_sent``: queue it without waiting, if the stream has room."""
+        if not self.done and self._sink.emit_soon("selected", self._selected):
+            self.done = True
+
+    async def ensure(self) -> None:
+        if not self.done:
+            self.done = True
+            await self._sink.emit("selected", self._selected)
+
 
 @dataclass
 class Turn:
@@ -299,7 +328,7 @@ async def _attempt(
         explain=list(turn.plan.explain) if step.number == 1 else None,
     )
     answer.selected = selected
-    await sink.emit("selected", selected)
+    announce = _Announce(sink, selected)
     ollama = backend.chat_flavor == "ollama"
     target = ChatTarget(
         base_url=backend.base_url,
@@ -313,17 +342,21 @@ async def _attempt(
     group = view.groups.get(c.service, c.service)
     stats = router.stats()
     queued_at = trio.current_time()
-    async with router.queue.slot(group, c.model, client=turn.client, deadline=step.deadline) as g:
+    async with router.queue.slot(group, c.model, client=turn.client, deadline=step.deadline,
+                                 before_wait=announce.ensure) as g:  # fmt: skip
         if g is None:
+            await announce.ensure()
             if stats is not None:
                 stats.queue_timeout(c.service, c.model, trio.current_time() - queued_at)
             return _local("queue_timeout", f"no free slot on {group} for {c.model} in time")
         if stats is None:
-            tried = await _send(router, chat_backend, target, request, step, sink, answer)
+            tried = await _send(router, chat_backend, target, request, step, sink, answer,
+                                announce)  # fmt: skip
         else:
             with stats.attempt(c.service, c.model, category=turn.plan.category,
                                fallback_level=int(a.level), queue_wait=g.waited) as rec:  # fmt: skip
-                tried = await _send(router, chat_backend, target, request, step, sink, answer)
+                tried = await _send(router, chat_backend, target, request, step, sink, answer,
+                                    announce)  # fmt: skip
                 rec.ended(tried.outcome, tried.done)
     _report(router, c.service, tried)
     done = tried.done
@@ -341,16 +374,21 @@ async def _send(
     step: TryAttempt,
     sink: Sink,
     answer: Answer,
+    announce: _Announce,
 ) -> _Tried:
-    """Send one request and pass its events on; the outcome says how it ended."""
+    """Send one request and pass its events on; the outcome says how it ended. The attempt's
+    ``selected`` goes out before anything else of it (``_Announce``)."""
     streams = sink.streams
     answered = False
     finish: str | None = None
     events = chat_backend.run_chat(
-        target, request, router.timeouts, first_token_deadline=step.deadline
-    )
+        target, request, router.timeouts, first_token_deadline=step.deadline,
+        on_sent=announce.sent,
+    )  # fmt: skip
     async with aclosing(events):
         async for ev in events:
+            if not announce.done:
+                await announce.ensure()
             if isinstance(ev, Chunk):
                 answer.text.append(ev.text)
                 answered = streams
@@ -377,6 +415,7 @@ async def _send(
             elif isinstance(ev, StreamError):
                 out = fallback_outcome(ev, answered=answered)
                 return _Tried(out, None, finish, egress=ev.kind == "egress_refused")
+    await announce.ensure()
     return _Tried(fallback.FailedBeforeFirstByte("bad_response", "the answer ended without end"))
 
 

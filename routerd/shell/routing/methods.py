@@ -48,14 +48,18 @@ _WITH_NEXT = frozenset({"selected", "usage"})
 class _StreamSink:
     """Events go to the client as they come (content at once, the rest with what follows)."""
 
-    __slots__ = ("_emit",)
+    __slots__ = ("_emit", "_stream")
     streams = True
 
     def __init__(self, stream: Stream) -> None:
+        self._stream = stream
         self._emit = stream.emit
 
     async def emit(self, event: str, data: Any) -> None:
         await self._emit(event, data, flush=event not in _WITH_NEXT)
+
+    def emit_soon(self, event: str, data: Any) -> bool:
+        return self._stream.emit_nowait(event, data)
 
 
 class _Collect:
@@ -66,6 +70,9 @@ class _Collect:
 
     async def emit(self, event: str, data: Any) -> None:
         return None
+
+    def emit_soon(self, event: str, data: Any) -> bool:
+        return True
 
 
 async def run_route(router: Router, ctx: RequestContext, params: RouteParams, sink: Sink) -> (

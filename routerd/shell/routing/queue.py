@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -61,10 +61,19 @@ class SlotQueue:
 
     # --- waiting ---------------------------------------------------------------------------
 
-    def slot(self, server: str, model: str, *, client: str | None, deadline: float) -> Slot:
+    def slot(
+        self,
+        server: str,
+        model: str,
+        *,
+        client: str | None,
+        deadline: float,
+        before_wait: Callable[[], Awaitable[None]] | None = None,
+    ) -> Slot:
         """A context manager that waits for a grant on ``(server, model)`` (see the module
-        docstring); ``client`` names the connection for round-robin turns."""
-        return Slot(self, server, model, client, deadline)
+        docstring); ``client`` names the connection for round-robin turns. ``before_wait``
+        is awaited once if the grant does not come at once, before the wait."""
+        return Slot(self, server, model, client, deadline, before_wait)
 
     def dispatch(self) -> None:
         """Grant whatever may start now and wake its waiters."""
@@ -77,7 +86,12 @@ class SlotQueue:
                 event.set()
 
     async def _acquire(
-        self, server: str, model: str, client: str | None, deadline: float
+        self,
+        server: str,
+        model: str,
+        client: str | None,
+        deadline: float,
+        before_wait: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[str, Grant | None]:
         rid = str(next(self._ids))
         event = trio.Event()
@@ -86,6 +100,8 @@ class SlotQueue:
         try:
             core.enqueue(rid, server, model, now=self._clock(), client=client)
             self.dispatch()
+            if before_wait is not None and not event.is_set():
+                await before_wait()
             while not event.is_set():
                 wake = deadline
                 due = core.next_deadline()
@@ -137,11 +153,18 @@ class SlotQueue:
 class Slot:
     """``async with`` a request slot: the grant (None: the deadline passed first)."""
 
-    __slots__ = ("_client", "_deadline", "_model", "_queue", "_rid", "_server")
+    __slots__ = ("_before_wait", "_client", "_deadline", "_model", "_queue", "_rid", "_server")
 
     def __init__(
-        self, queue: SlotQueue, server: str, model: str, client: str | None, deadline: float
+        self,
+        queue: SlotQueue,
+        server: str,
+        model: str,
+        client: str | None,
+        deadline: float,
+        before_wait: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._before_wait = before_wait
         self._queue = queue
         self._server = server
         self._model = model
@@ -151,7 +174,7 @@ class Slot:
 
     async def __aenter__(self) -> Grant | None:
         rid, grant = await self._queue._acquire(
-            self._server, self._model, self._client, self._deadline
+            self._server, self._model, self._client, self._deadline, self._before_wait
         )
         self._rid = rid if grant is not None else None
         return grant

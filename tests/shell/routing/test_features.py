@@ -77,6 +77,56 @@ async def test_two_requests_on_a_capacity_one_model_wait_their_turn(
     assert len(rk.chat_requests(setup.first)) == 2
 
 
+async def timed_events(wire: Any, rid: int, params: dict[str, Any]) -> list[tuple[str, float]]:
+    """``route``'s events (final included) with the trio time each arrived."""
+    await wire.request(rid, "route", params)
+    out: list[tuple[str, float]] = []
+    while True:
+        msg = await wire.recv(timeout=10.0)
+        name = msg.get("event") if msg["type"] == "event" else msg["type"]
+        out.append((name, trio.current_time()))
+        if msg["type"] != "event" or msg["event"] == "end":
+            return out
+
+
+async def test_selected_arrives_while_a_slow_model_is_still_thinking(
+    rk: Any, setup: Any, connect: Any
+) -> None:
+    """``selected`` goes out with the first chunk when that comes at once, and no later than
+    moments after the request went to the server when it does not."""
+    setup.first.script = Script(chunks=["late"], first_token_delay=1.0)
+    wire = await connect(setup.app)
+    events = await timed_events(wire, 1, {"query": rk.QUERY, "model": "qwen2.5-coder:7b"})
+    times = dict(reversed(events))  # the first arrival of each
+    assert [e for e, _ in events][:2] == ["selected", "chunk"]
+    assert times["chunk"] - times["selected"] > 0.8
+
+
+async def test_selected_arrives_before_a_wait_for_a_queue_slot(
+    rk: Any, setup: Any, connect: Any
+) -> None:
+    """A request that must wait for a busy model is told which model it waits for at once."""
+    setup.first.script = Script(chunks=["a", "b"], chunk_delay=0.5)
+    first, second = await connect(setup.app), await connect(setup.app)
+    params = {"query": rk.QUERY, "model": "qwen2.5-coder:7b"}
+    ends: dict[str, float] = {}
+    selected_at: list[float] = []
+
+    async def hold() -> None:
+        events = await timed_events(first, 1, params)
+        ends["first"] = dict(events)["end"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold)
+        await setup.first.wait_until(lambda: setup.first.active == 1)
+        started = trio.current_time()
+        events = await timed_events(second, 1, params)
+        selected_at = [t for e, t in events if e == "selected"]
+    assert selected_at and selected_at[0] - started < 0.3  # not after the first one's 1 s
+    assert ends["first"] - started > 0.5
+    assert events[0][0] == "selected" and events[-1][0] == "end"
+
+
 # --- statistics ------------------------------------------------------------------------------
 
 
