@@ -298,6 +298,28 @@ async def test_open_webui_with_key_from_env_is_online_and_key_never_logged(
     assert secret not in repr(h.registry.backend("openwebui"))
 
 
+async def test_a_reload_gives_routing_the_new_api_key(autojump_clock: Any, start: Any) -> None:
+    """The backend routing sends chats with is kept between requests: a reload that changes
+    the key must renew it."""
+    net = FakeNet()
+    net.at(3000, routes({"/health": doc("openwebui_health.json"),
+                         "/api/version": doc("openwebui_version.json"),
+                         "/api/models": doc("openwebui_models.json")}))  # fmt: skip
+    cfg = make_config('[services.openwebui]\napi_key_env = "WEBUI_KEY"\n', openwebui=True)
+    h = await start(net, cfg, {"WEBUI_KEY": "first-key", "OTHER_KEY": "second-key"})
+    await h.until(lambda: h.state("openwebui") == "online")
+    before = h.registry.backend("openwebui")
+    assert before is not None and before is h.registry.backend("openwebui")  # kept
+    assert before.credentials.headers()["Authorization"] == "Bearer first-key"
+    h.reload(make_config('[services.openwebui]\napi_key_env = "OTHER_KEY"\n', openwebui=True))
+    await h.until(lambda: (i := h.registry.service("openwebui")) is not None
+                  and i.kind == "openwebui" and h.state("openwebui") == "online")
+    await h.settle()
+    after = h.registry.backend("openwebui")
+    assert after is not None and after.kind == "openwebui"
+    assert after.credentials.headers()["Authorization"] == "Bearer second-key"
+
+
 async def test_custom_endpoint_finds_the_real_kind_behind_it(autojump_clock: Any, start: Any) -> None:
     net = FakeNet()
     net.at(9100, llama_server_app(), host="10.1.2.3")

@@ -81,8 +81,10 @@ class ServiceRegistry:
         self.config = config
         self.policy = health_policy(config.discovery)
         self._credentials: dict[str, Credentials] = {}
-        # settings_for per (service, identified kind): asked on every routed request.
+        # settings_for and the Backend per (service, identified kind): asked on every routed
+        # request; what they depend on changes only with the kind or in configure().
         self._settings: dict[tuple[str, str | None], ServiceConfig] = {}
+        self._backends: dict[tuple[str, str | None], Backend] = {}
         self._monitors: dict[str, Monitor] = {}
         self._groups: dict[str, str] = {}
         self._first_round_logged = False
@@ -103,6 +105,7 @@ class ServiceRegistry:
         now = self.clock()
         self.config = config
         self._settings.clear()
+        self._backends.clear()
         self.policy = health_policy(config.discovery)
         self.hub.queue_size = config.discovery.subscriber_queue
         self._credentials = dict(credentials)
@@ -204,7 +207,13 @@ class ServiceRegistry:
         m = self._monitors.get(name)
         if m is None:
             return None
-        return make_backend(m, self._settings_of(m), self.credentials_for(m))
+        key = (name, m.kind)
+        backend = self._backends.get(key)
+        if backend is None:
+            backend = self._backends[key] = make_backend(
+                m, self._settings_of(m), self.credentials_for(m)
+            )
+        return backend
 
     def credentials_for(self, m: Monitor) -> Credentials:
         """The identified kind's credentials, else the first candidate's that has any."""

@@ -174,7 +174,7 @@ class Router:
         for am in self.registry.available_models():
             backend = backends.get(am.service)
             if backend is None:
-                # Not cached: a reload re-reads API keys after the reload hooks have run.
+                # The registry's (it renews it when a reload has re-read the API keys).
                 backend = self.registry.backend(am.service)
                 if backend is None:
                     continue
