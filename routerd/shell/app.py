@@ -9,7 +9,8 @@ Lifecycle of :meth:`App.run`:
 3. start the services registered with ``before_ready=True`` (``nursery.start`` each);
 4. start the server with ``nursery.start``: it returns once the socket accepts work;
 5. send ``READY=1`` and report started; then start the ``before_ready=False`` services (slow
-   warm-ups), which show their progress in ``status`` through components;
+   warm-ups), each on its own (a slow one holds up no other), which show their progress in
+   ``status`` through components;
 6. on shutdown: ``STOPPING=1``, stop accepting, answer new requests ``unavailable``, give
    requests in flight ``daemon.shutdown_grace`` seconds (the socket's, and those of the other
    ways in registered with :meth:`add_drain`, such as the HTTP fronts), cancel the rest with
@@ -173,9 +174,18 @@ class App:
 
     async def _start_services(self, nursery: trio.Nursery, before_ready: bool) -> None:
         for name, run, early in self._services:
-            if early is before_ready:
+            if early is not before_ready:
+                continue
+            if before_ready:  # in order: READY waits for each
                 log.debug("starting service %s", name)
                 await nursery.start(run)
+            else:
+                nursery.start_soon(self._start_late, nursery, name, run)
+
+    @staticmethod
+    async def _start_late(nursery: trio.Nursery, name: str, run: Service) -> None:
+        log.debug("starting service %s", name)
+        await nursery.start(run)
 
     # --- reload hooks -------------------------------------------------------------------------
 

@@ -322,3 +322,28 @@ async def test_services_start_around_ready_and_stop_at_shutdown(short_tmp, test_
             await done.wait()
         await wire.aclose()
     assert set(events[-2:]) == {"early stopped", "warmup stopped"}
+
+
+async def test_a_slow_warm_up_holds_up_no_later_one(short_tmp, test_registry, kit):
+    """Services started after READY start each on its own: one that takes its time (or
+    never says it started) does not keep the next from starting."""
+    path = f"{short_tmp}/d.sock"
+    app = App(kit.config_with(socket=path), env={}, registry=test_registry)
+    started: list[str] = []
+
+    async def stuck(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.sleep_forever()  # never reports started
+
+    async def quick(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started.append("quick")
+        task_status.started()
+        await trio.sleep_forever()
+
+    app.add_service("stuck", stuck, before_ready=False)
+    app.add_service("quick", quick, before_ready=False)
+    async with trio.open_nursery() as nursery:
+        done = await _run_app(app, nursery)
+        await eventually(lambda: started == ["quick"])
+        app.request_shutdown()
+        with trio.fail_after(5):
+            await done.wait()
