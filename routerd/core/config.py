@@ -419,7 +419,7 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     listen: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:11500"])  # host:port
     unix_socket: str | None = None  # path of an HTTP Unix socket (0600, or 0660 with a group)
     openai: bool = True  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
-    ollama: bool = True  # /api/version, /api/tags, /api/ps, /api/show, /api/chat, /api/generate
+    ollama: bool = True  # /api/tags, /api/show, /api/chat, /api/generate, /api/embed, ...
     metrics: bool = True  # GET /metrics (Prometheus)
     token_file: str | None = None  # bearer tokens, one a line; None: <state_dir>/http-tokens
     require_token: bool = True  # on TCP; the Unix socket is guarded by its file mode

@@ -381,3 +381,31 @@ def test_a_blocked_model_is_never_passed_through() -> None:
     assert [c.model for c in picked] == ["qwen2.5-coder:1.5b"]  # type: ignore[union-attr]
     named = pick_passthrough(cands, "qwen2.5-coder:7b", "completion", CATALOG)
     assert named == "the model 'qwen2.5-coder:7b' is blocked (checksum mismatch: /m/blob)"
+
+
+# --- Ollama embeddings -------------------------------------------------------------------------
+
+
+def test_embed_inputs_and_request() -> None:
+    EmbedBody, embed_inputs = ollama_api.EmbedBody, ollama_api.embed_inputs
+    body = EmbedBody(model="m", input="one", dimensions=64)
+    assert embed_inputs(body, legacy=False) == ["one"]
+    assert ollama_api.embed_request(body, ["one"]) == {"model": "m", "input": ["one"], "dimensions": 64}
+    assert embed_inputs(EmbedBody(model="m", input=["a", "b"]), legacy=False) == ["a", "b"]
+    assert embed_inputs(EmbedBody(model="m", prompt="p"), legacy=True) == ["p"]
+    with pytest.raises(ValueError, match="input is required"):
+        embed_inputs(EmbedBody(model="m"), legacy=False)
+    with pytest.raises(ValueError, match="prompt is required"):
+        embed_inputs(EmbedBody(model="m", input="x"), legacy=True)
+
+
+def test_embed_answer_puts_vectors_in_input_order_and_checks_them() -> None:
+    embed_answer = ollama_api.embed_answer
+    data = {"data": [{"index": 1, "embedding": [0.5, 1]}, {"index": 0, "embedding": [2, 3.5]}],
+            "usage": {"prompt_tokens": 7}}  # fmt: skip
+    assert embed_answer(data, model="m", count=2) == ([[2.0, 3.5], [0.5, 1.0]], 7)
+    assert embed_answer({"data": [{"embedding": [1]}]}, model="m", count=1) == ([[1.0]], None)
+    for bad in ({"data": []}, {"data": [{"embedding": "x"}]}, {"data": [{"embedding": [True]}]},
+                [1, 2], {"data": [{"embedding": [1]}, {"embedding": [2]}]}):  # fmt: skip
+        with pytest.raises(ValueError):
+            embed_answer(bad, model="m", count=1)

@@ -157,3 +157,30 @@ async def test_errors_come_back_in_ollamas_shape(d: Any, client: ollama.AsyncCli
 
     with pytest.raises(ollama.ResponseError, match="broke off"):
         await trio.to_thread.run_sync(broken_stream)
+
+
+async def test_embed_reaches_an_embedding_model_in_ollamas_shape(start_http_daemon: Any) -> None:
+    """``/api/embed`` and the older ``/api/embeddings``, asked with the ``ollama`` client, go
+    to an embedding model behind routerd (here through the Ollama server's /v1/embeddings) and
+    come back as Ollama answers them: one vector per input, in order."""
+    models = [
+        FakeModel("qwen2.5-coder:7b", context_length=8192, family="qwen2",
+                  parameter_size="7.6B", capabilities=("completion", "tools")),
+        FakeModel("nomic-embed-text:latest", context_length=2048, family="nomic-bert",
+                  parameter_size="137M", capabilities=("embedding",)),
+    ]  # fmt: skip
+    d = await start_http_daemon(ollama_models=models)
+    headers = {"Authorization": f"Bearer {d.token}"}
+    async with ollama.AsyncClient(host=d.base_url, headers=headers) as client:
+        many = await client.embed(model="routerd/auto", input=["a", "bb", "ccc"])
+        one = await client.embed(model="nomic-embed-text:latest", input="x")
+        legacy = await client.embeddings(model="nomic-embed-text", prompt="y")
+        with pytest.raises(ollama.ResponseError) as missing:
+            await client.embed(model="no-such-embedder", input="z")
+    assert many.model == "routerd/auto" and len(many.embeddings) == 3
+    assert len({len(v) for v in many.embeddings}) == 1 and len(many.embeddings[0]) > 0
+    assert len(one.embeddings) == 1
+    assert len(legacy.embedding) == len(one.embeddings[0])
+    sent = d.ollama.last("/v1/embeddings").json
+    assert sent["model"] == "nomic-embed-text:latest" and sent["input"] == ["y"]
+    assert missing.value.status_code == 404

@@ -200,6 +200,58 @@ def fim_request(body: GenerateBody) -> dict[str, Any]:
     return out
 
 
+class EmbedBody(msgspec.Struct):
+    """``/api/embed`` (``input``: a string or a list of them) and the older
+    ``/api/embeddings`` (``prompt``: one string)."""
+
+    model: str | None = None
+    input: str | list[str] | None = None
+    prompt: str | None = None
+    dimensions: int | None = None
+    truncate: bool | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+def embed_inputs(body: EmbedBody, *, legacy: bool) -> list[str]:
+    """The texts to embed; raises ValueError saying what is missing."""
+    if legacy:
+        if body.prompt is None:
+            raise ValueError("prompt is required")
+        return [body.prompt]
+    if body.input is None:
+        raise ValueError("input is required (a string or a list of strings)")
+    return [body.input] if isinstance(body.input, str) else list(body.input)
+
+
+def embed_request(body: EmbedBody, inputs: list[str]) -> dict[str, Any]:
+    """The OpenAI ``/v1/embeddings`` body for an Ollama embedding request."""
+    out: dict[str, Any] = {"model": body.model or "", "input": inputs}
+    if body.dimensions is not None:
+        out["dimensions"] = body.dimensions
+    return out
+
+
+def embed_answer(data: Any, *, model: str, count: int) -> tuple[list[list[float]], int | None]:
+    """The vectors of a ``/v1/embeddings`` answer in input order, and its prompt token count;
+    raises ValueError when it is not one vector of numbers per input."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        raise ValueError(f"{model} did not answer one embedding per input")
+    ordered = sorted(items, key=lambda e: e.get("index", 0) if isinstance(e, dict) else 0)
+    vectors: list[list[float]] = []
+    for item in ordered:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if not isinstance(vector, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+        ):
+            raise ValueError(f"{model} answered an embedding that is not a list of numbers")
+        vectors.append([float(x) for x in vector])
+    usage = data.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return vectors, tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+
+
 def fim_answer(data: Any, *, model: str, service: str, total_s: float) -> tuple[str, RouteEnd]:
     """The text and end record of a ``/v1/completions`` answer (its first choice)."""
     choice = {}

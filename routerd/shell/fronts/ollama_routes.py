@@ -1,6 +1,9 @@
 """The Ollama-compatible front: ``/``, ``/api/version``, ``/api/tags``, ``/api/ps``,
 ``/api/show``, ``/api/chat`` and ``/api/generate`` (NDJSON streams, or one object with
-``"stream": false``), so tools that speak only Ollama reach every server behind routerd.
+``"stream": false``), ``/api/embed`` and the older ``/api/embeddings``, so tools that speak
+only Ollama reach every server behind routerd. Embeddings go to an embedding model through its
+server's OpenAI-compatible ``/v1/embeddings`` (every kind that embeds has one), and come back
+in Ollama's shape.
 
 ``/api/chat`` and ``/api/generate`` run through routing like the socket's ``route``; a
 generate with a ``suffix`` is fill-in-the-middle and goes to a FIM-capable model's
@@ -22,9 +25,13 @@ from routerd.core.fronts.models import AUTO_MODEL, ModelFacts, parse_model
 from routerd.core.fronts.ollama_api import (
     OLLAMA_VERSION,
     ChatBody,
+    EmbedBody,
     GenerateBody,
     Lines,
     chat_params,
+    embed_answer,
+    embed_inputs,
+    embed_request,
     fim_answer,
     fim_request,
     generate_params,
@@ -204,6 +211,64 @@ async def _fill_in(front: HttpFront, reply: Reply, conn: ConnectionInfo, body: G
     await reply.finish(b"".join(ndjson(x) for x in lines.end(end, (), now)))
 
 
+#: Most bytes of an embeddings answer read back from the model server.
+EMBED_BODY_MAX: Final = 64 * 1024 * 1024
+
+
+async def _embed(front: HttpFront, req: HttpRequest, reply: Reply, conn: ConnectionInfo,
+                 *, legacy: bool) -> None:  # fmt: skip
+    body = decode_body(req.body, EmbedBody)
+    if not (body.model or "").strip():
+        raise BadRequest("model is required (routerd/auto lets routerd choose)")
+    try:
+        inputs = embed_inputs(body, legacy=legacy)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    client = front.client
+    if client is None:
+        raise Unavailable("the HTTP front is not serving")
+    started = trio.current_time()
+    sent = await passthrough(
+        front.app, client, conn, path="/v1/embeddings", body=embed_request(body, inputs),
+        purpose="embedding", audit_text="\n".join(inputs),
+    )  # fmt: skip
+    response = sent.response
+    try:
+        data = bytearray()
+        async for piece in response.aiter_bytes():
+            data += piece
+            if len(data) > EMBED_BODY_MAX:
+                raise Unavailable(f"{sent.service} answered more than {EMBED_BODY_MAX} bytes")
+    finally:
+        await close_quietly(response)
+    if response.status_code >= 400:
+        raise NotFound(f"{sent.service} refused the request: HTTP {response.status_code}")
+    try:
+        vectors, tokens = embed_answer(msgspec.json.decode(bytes(data)), model=sent.model,
+                                       count=len(inputs))  # fmt: skip
+    except (msgspec.DecodeError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, ValueError) else "an answer that is not JSON"
+        raise Unavailable(f"{sent.service}: {message}") from None
+    headers = [("x-routerd-model", sent.model), ("x-routerd-service", sent.service)]
+    if legacy:
+        await reply.json(200, {"embedding": vectors[0]}, headers)
+        return
+    out: dict[str, Any] = {"model": body.model, "embeddings": vectors,
+                           "total_duration": int((trio.current_time() - started) * 1e9)}  # fmt: skip
+    if tokens is not None:
+        out["prompt_eval_count"] = tokens
+    await reply.json(200, out, headers)
+
+
+async def embed(front: HttpFront, req: HttpRequest, reply: Reply, conn: ConnectionInfo) -> None:
+    await _embed(front, req, reply, conn, legacy=False)
+
+
+async def embeddings(front: HttpFront, req: HttpRequest, reply: Reply,
+                     conn: ConnectionInfo) -> None:  # fmt: skip
+    await _embed(front, req, reply, conn, legacy=True)
+
+
 OLLAMA_ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/"): root,
     ("HEAD", "/"): root,
@@ -213,4 +278,6 @@ OLLAMA_ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/api/show"): show_model,
     ("POST", "/api/chat"): chat,
     ("POST", "/api/generate"): generate,
+    ("POST", "/api/embed"): embed,
+    ("POST", "/api/embeddings"): embeddings,
 }
