@@ -289,8 +289,9 @@ def relative_path(root: str, path: str, *, flavor: PathFlavor = "posix") -> str 
     uses ``\\``. A path starting at a root without a drive (``\\src\\a.py``) is on ``root``'s
     drive, as Windows itself would join it. None as well for a drive-relative path
     (``C:foo``: relative to a current directory of that drive, unknown here), a device path
-    (``\\\\?\\``, ``\\\\.\\``: not normalised by Windows) and a name Windows would trim (a
-    component ending in ``.`` or a space: ``.. `` is not ``..`` here, but may be there).
+    (``\\\\?\\``, ``\\\\.\\``: not normalised by Windows), a name Windows would trim (a
+    component ending in ``.`` or a space: ``.. `` is not ``..`` here, but may be there) and an
+    answer that would start with a drive once joined again (``.\\C:``).
     """
     if flavor == "windows":
         return _win_relative_path(root, path)
@@ -389,6 +390,8 @@ def _win_relative_path(root: str, path: str) -> str | None:
     inner = target.parts[depth:]
     if any(p.endswith((".", " ")) for p in inner):
         return None
+    if inner and ntpath.splitdrive(inner[0])[0]:
+        return None  # "C:" or "C:x" first: a drive (relative to its own directory) once joined
     return "\\".join(inner) or "."
 
 
