@@ -59,7 +59,9 @@ class RouteParams(msgspec.Struct, omit_defaults=True):
 
     ``category`` and ``model`` override the classifier and the model choice: an explicit
     model is used or the request fails, never replaced. ``tools``, ``tool_choice``,
-    ``max_tokens``, ``temperature``, ``top_p`` and ``stop`` pass through to the model server.
+    ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed`` and ``response_format``
+    (OpenAI's: ``{"type": "text" | "json_object"}`` or ``{"type": "json_schema",
+    "json_schema": {"name": ..., "schema": {...}}}``) pass through to the model server.
     """
 
     query: str | None = None
@@ -74,6 +76,8 @@ class RouteParams(msgspec.Struct, omit_defaults=True):
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class SelectedEvent(msgspec.Struct, omit_defaults=True):

@@ -113,8 +113,11 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What the client asked for, in OpenAI chat terms (``messages`` as OpenAI shapes them).
 
     ``think``: ask Ollama thinking models to think (``None``: the server's default; ``True``
-    fails on models that cannot). ``extra``: more body fields, passed through as given
-    (OpenAI flavours) or merged into ``options`` (Ollama).
+    fails on models that cannot). ``seed``: OpenAI's ``seed``, Ollama's ``options.seed``,
+    Kobold.cpp's ``sampler_seed``. ``response_format``: OpenAI's (checked with
+    :func:`response_format_problem`); Ollama gets it as ``format`` (``"json"``, or the schema),
+    Kobold.cpp's prompt API cannot honour it. ``extra``: more body fields, passed through as
+    given (OpenAI flavours) or merged into ``options`` (Ollama).
     """
 
     messages: list[dict[str, Any]]
@@ -126,6 +129,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     stop: list[str] | None = None
     stream: bool = True
     think: bool | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
 
 
@@ -165,6 +170,45 @@ def chat_url(base_url: str, path: str) -> str:
 _encoder: Final = msgspec.json.Encoder()
 
 
+def response_format_problem(value: Any) -> str | None:
+    """Why ``value`` is not an OpenAI ``response_format`` routerd can pass on (None: it is)."""
+    if not isinstance(value, dict):
+        return "response_format must be an object"
+    kind = value.get("type")
+    if kind in ("text", "json_object"):
+        return None
+    if kind != "json_schema":
+        return "response_format.type must be text, json_object or json_schema"
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        return "response_format.json_schema.schema must be a JSON schema object"
+    return None
+
+
+def ollama_format(response_format: Mapping[str, Any] | None) -> str | dict[str, Any] | None:
+    """Ollama's ``format`` for an OpenAI ``response_format``: ``"json"``, the schema, or None
+    (plain text)."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        return dict(schema) if isinstance(schema, Mapping) else "json"
+    return None
+
+
+def _openai_extra(target: ChatTarget, request: ChatRequest) -> dict[str, Any]:
+    extra = {**target.options, **request.extra}
+    if request.seed is not None:
+        extra["seed"] = request.seed
+    if request.response_format is not None:
+        extra["response_format"] = request.response_format
+    return extra
+
+
 def plan_chat(target: ChatTarget, request: ChatRequest) -> ChatCall | StreamError:
     """The HTTP call that runs ``request`` on ``target``, or why it cannot run there."""
     stream_path, whole_path = _PATHS[target.flavor]
@@ -188,12 +232,20 @@ def plan_chat(target: ChatTarget, request: ChatRequest) -> ChatCall | StreamErro
             stream=request.stream,
             think=request.think,
         )
+        fmt = ollama_format(request.response_format)
+        if fmt is not None:
+            body["format"] = fmt
         framing = "ndjson" if request.stream else "json"
     elif target.flavor == "kobold":
         if request.tools:
             return StreamError(
                 "unsupported", "Kobold.cpp's prompt API cannot call tools; use its /v1 API"
             )
+        if request.response_format is not None and request.response_format.get("type") != "text":
+            return StreamError(
+                "unsupported", "Kobold.cpp's prompt API cannot hold an answer to JSON; "
+                "use its /v1 API"
+            )  # fmt: skip
         prompt, stops = render_prompt(request.messages, target.prompt_style)
         body = kobold_generate_body(
             prompt,
@@ -202,8 +254,9 @@ def plan_chat(target: ChatTarget, request: ChatRequest) -> ChatCall | StreamErro
             temperature=request.temperature,
             top_p=request.top_p,
             stop_sequence=[*stops, *(request.stop or ())],
-            extra={**target.options, **request.extra},
-        )
+            extra={**target.options, **request.extra,
+                   **({"sampler_seed": request.seed} if request.seed is not None else {})},
+        )  # fmt: skip
         framing = "sse" if request.stream else "json"
     else:
         body = openai_chat_body(
@@ -217,7 +270,7 @@ def plan_chat(target: ChatTarget, request: ChatRequest) -> ChatCall | StreamErro
             temperature=request.temperature,
             top_p=request.top_p,
             stop=request.stop,
-            extra={**target.options, **request.extra},
+            extra=_openai_extra(target, request),
         )
         framing = "sse" if request.stream else "json"
     return ChatCall(chat_url(target.base_url, path), headers, _encoder.encode(body), framing)
@@ -241,6 +294,7 @@ def _ollama_options(target: ChatTarget, request: ChatRequest) -> dict[str, Any]:
         ("top_p", request.top_p),
         ("num_predict", request.max_tokens),
         ("stop", request.stop),
+        ("seed", request.seed),
     ):
         if value is not None:
             options[key] = value

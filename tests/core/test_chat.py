@@ -241,3 +241,50 @@ def test_flavor_for_kinds() -> None:
     assert flavor_for("textgen", "openai") == "textgen"
     assert flavor_for("koboldcpp", "openai") == "openai"
     assert flavor_for("llamacpp", "openai") == "openai"
+
+
+# --- seed and response_format ------------------------------------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+AS_SCHEMA = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+
+
+def test_seed_and_response_format_in_each_flavour() -> None:
+    from routerd.core.chat import ollama_format
+
+    request = ChatRequest(messages=USER, seed=7, response_format=AS_SCHEMA)
+    openai = body(call(ChatTarget(base_url="http://h:8080", flavor="openai", model="m"), request))
+    assert openai["seed"] == 7 and openai["response_format"] == AS_SCHEMA
+    ollama = body(call(ChatTarget(base_url="http://h", flavor="ollama", model="m"), request))
+    assert ollama["options"]["seed"] == 7 and ollama["format"] == SCHEMA
+    as_json = ChatRequest(messages=USER, response_format={"type": "json_object"})
+    assert body(call(ChatTarget(base_url="http://h", flavor="ollama", model="m"),
+                     as_json))["format"] == "json"  # fmt: skip
+    plain = body(call(ChatTarget(base_url="http://h", flavor="ollama", model="m")))
+    assert "format" not in plain and "seed" not in plain["options"]
+    assert ollama_format({"type": "text"}) is None
+    kobold = ChatTarget(base_url="http://h:5001", flavor="kobold", model="m")
+    assert body(call(kobold, ChatRequest(messages=USER, seed=3)))["sampler_seed"] == 3
+    refused = plan_chat(kobold, request)
+    assert isinstance(refused, StreamError) and refused.kind == "unsupported"
+    assert isinstance(plan_chat(kobold, ChatRequest(messages=USER,
+                                                    response_format={"type": "text"})), ChatCall)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"type": "text"}, None),
+        ({"type": "json_object"}, None),
+        (AS_SCHEMA, None),
+        ("json", "must be an object"),
+        ({"type": "yaml"}, "type must be"),
+        ({"type": "json_schema"}, "schema must be"),
+        ({"type": "json_schema", "json_schema": {"schema": "x"}}, "schema must be"),
+    ],
+)
+def test_response_format_problem(value: Any, problem: str | None) -> None:
+    from routerd.core.chat import response_format_problem
+
+    found = response_format_problem(value)
+    assert (found is None) if problem is None else (found is not None and problem in found)

@@ -409,3 +409,22 @@ def test_embed_answer_puts_vectors_in_input_order_and_checks_them() -> None:
                 [1, 2], {"data": [{"embedding": [1]}, {"embedding": [2]}]}):  # fmt: skip
         with pytest.raises(ValueError):
             embed_answer(bad, model="m", count=1)
+
+
+def test_fronts_pass_seed_and_response_format_on() -> None:
+    schema = {"type": "object"}
+    body = decode_body(json.dumps({"messages": [{"role": "user", "content": "hi"}], "seed": 5,
+                                   "response_format": {"type": "json_object"}}).encode(),
+                       openai_api.ChatBody)  # fmt: skip
+    params = openai_api.route_params(body)
+    assert (params.seed, params.response_format) == (5, {"type": "json_object"})
+    chat = decode_body(json.dumps({"model": "m", "messages": [], "format": schema,
+                                   "options": {"seed": 9}}).encode(), ollama_api.ChatBody)  # fmt: skip
+    params = ollama_api.chat_params(chat)
+    assert params.seed == 9
+    assert params.response_format == {"type": "json_schema",
+                                      "json_schema": {"name": "response", "schema": schema}}
+    gen = decode_body(b'{"model": "m", "prompt": "p", "format": "json"}', ollama_api.GenerateBody)
+    assert ollama_api.generate_params(gen).response_format == {"type": "json_object"}
+    with pytest.raises(BadRequest, match="format must be"):
+        ollama_api.response_format("yaml")

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import msgspec
 
+from routerd.core.errors import BadRequest
 from routerd_client.protocol_route import FINISH_INCOMPLETE, RouteEnd, RouteParams, ToolCallInfo
 
 from .models import ModelFacts, parse_model, virtual_models
@@ -65,6 +66,7 @@ class Options(msgspec.Struct):
     top_p: float | None = None
     num_predict: int | None = None
     stop: str | list[str] | None = None
+    seed: int | None = None
 
 
 class ChatBody(msgspec.Struct):
@@ -74,6 +76,7 @@ class ChatBody(msgspec.Struct):
     messages: list[dict[str, Any]] = msgspec.field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
     stream: bool = True
+    format: str | dict[str, Any] | None = None
     options: Options | None = None
     routerd: RouterdExtras | None = None
 
@@ -87,6 +90,7 @@ class GenerateBody(msgspec.Struct):
     system: str | None = None
     images: list[str] | None = None
     stream: bool = True
+    format: str | dict[str, Any] | None = None
     options: Options | None = None
     routerd: RouterdExtras | None = None
 
@@ -145,7 +149,21 @@ def openai_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _options(params: RouteParams, options: Options | None) -> RouteParams:
+def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's ``response_format`` for Ollama's ``format`` (``"json"`` or a JSON schema);
+    raises BadRequest for anything else."""
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict):
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt}}
+    raise BadRequest(f'format must be "json" or a JSON schema, not {fmt!r}')
+
+
+def _options(params: RouteParams, options: Options | None,
+             fmt: str | dict[str, Any] | None) -> RouteParams:  # fmt: skip
+    params = msgspec.structs.replace(params, response_format=response_format(fmt))
     if options is None:
         return params
     predict = options.num_predict
@@ -155,6 +173,7 @@ def _options(params: RouteParams, options: Options | None) -> RouteParams:
         top_p=options.top_p,
         max_tokens=predict if predict is not None and predict > 0 else None,
         stop=stop_list(options.stop),
+        seed=options.seed,
     )
 
 
@@ -167,7 +186,7 @@ def chat_params(body: ChatBody) -> RouteParams:
         category=choice.category,
         tools=body.tools or None,
     )
-    return with_extras(_options(params, body.options), body.routerd)
+    return with_extras(_options(params, body.options, body.format), body.routerd)
 
 
 def generate_params(body: GenerateBody) -> RouteParams:
@@ -181,7 +200,7 @@ def generate_params(body: GenerateBody) -> RouteParams:
         if body.system:
             messages.insert(0, {"role": "system", "content": body.system})
         params = RouteParams(messages=messages, model=choice.model, category=choice.category)
-    return with_extras(_options(params, body.options), body.routerd)
+    return with_extras(_options(params, body.options, body.format), body.routerd)
 
 
 def fim_request(body: GenerateBody) -> dict[str, Any]:
@@ -192,7 +211,7 @@ def fim_request(body: GenerateBody) -> dict[str, Any]:
     if o is not None:
         if o.num_predict is not None and o.num_predict > 0:
             out["max_tokens"] = o.num_predict
-        for key in ("temperature", "top_p"):
+        for key in ("temperature", "top_p", "seed"):
             if getattr(o, key) is not None:
                 out[key] = getattr(o, key)
         if (stop := stop_list(o.stop)) is not None:

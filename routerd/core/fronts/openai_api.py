@@ -88,6 +88,8 @@ class ChatBody(msgspec.Struct):
     top_p: float | None = None
     stop: str | list[str] | None = None
     n: int | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
     routerd: RouterdExtras | None = None
 
     @property
@@ -128,6 +130,8 @@ def route_params(body: ChatBody) -> RouteParams:
         temperature=body.temperature,
         top_p=body.top_p,
         stop=stop_list(body.stop),
+        seed=body.seed,
+        response_format=body.response_format,
     )
     return with_extras(params, body.routerd)
 

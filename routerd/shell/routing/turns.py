@@ -20,7 +20,7 @@ import trio
 
 from routerd.core.audit import AuditEvent
 from routerd.core.catalog import CATEGORIES
-from routerd.core.chat import ChatRequest
+from routerd.core.chat import ChatRequest, response_format_problem
 from routerd.core.classify import Classification, classify
 from routerd.core.context import Message
 from routerd.core.errors import BadRequest
@@ -72,6 +72,10 @@ def _check(params: RouteParams) -> None:
         raise BadRequest(f"top_p must be within (0, 1], not {p}")
     if params.model is not None and not params.model.strip():
         raise BadRequest("model is empty")
+    if params.response_format is not None:
+        problem = response_format_problem(params.response_format)
+        if problem is not None:
+            raise BadRequest(problem)
 
 
 def _plan(
@@ -179,6 +183,8 @@ async def prepare_turn(
             temperature=params.temperature,
             top_p=params.top_p,
             stop=params.stop,
+            seed=params.seed,
+            response_format=params.response_format,
         ),
         plan=plan,
         started_at=started,

@@ -127,6 +127,23 @@ async def test_selected_arrives_before_a_wait_for_a_queue_slot(
     assert events[0][0] == "selected" and events[-1][0] == "end"
 
 
+async def test_seed_and_response_format_reach_the_model_server(
+    rk: Any, setup: Any, connect: Any
+) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    wire = await connect(setup.app)
+    params = {"query": rk.QUERY, "model": "qwen2.5-coder:7b", "seed": 42,
+              "response_format": {"type": "json_schema",
+                                  "json_schema": {"name": "person", "schema": schema}}}  # fmt: skip
+    _, final = await rk.route(wire, 1, params)
+    assert final["event"] == "end", final
+    sent = setup.first.last("/api/chat").json
+    assert sent["format"] == schema and sent["options"]["seed"] == 42
+    _, refused = await rk.route(wire, 2, {"query": rk.QUERY, "response_format": {"type": "yaml"}})
+    assert refused["type"] == "error" and refused["code"] == "bad_request", refused
+    assert "response_format.type" in refused["message"]
+
+
 # --- statistics ------------------------------------------------------------------------------
 
 
