@@ -135,6 +135,9 @@ class Outbound:
             self._backlog -= len(queued)
         self._queue.clear()
         self._lingering = False
+        # The writer waits out the linger: let it go now, while the daemon is awake anyway,
+        # rather than on its own timer later (a wake-up of an idle daemon per stream).
+        self._wake.set()
         chunks.append(data)
         taken.extend(credits)
         return b"".join(chunks), tuple(taken)
