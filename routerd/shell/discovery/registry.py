@@ -26,7 +26,7 @@ from typing import Any, Final
 import trio
 
 from routerd.core.backends import fingerprint, group_backends
-from routerd.core.config import Config, ServiceConfig
+from routerd.core.config import Config
 from routerd.core.discovery import ModelDiff, ServiceReport, diff_models, resolve_context
 from routerd.core.health import (
     Admission,
@@ -81,9 +81,8 @@ class ServiceRegistry:
         self.config = config
         self.policy = health_policy(config.discovery)
         self._credentials: dict[str, Credentials] = {}
-        # settings_for and the Backend per (service, identified kind): asked on every routed
-        # request; what they depend on changes only with the kind or in configure().
-        self._settings: dict[tuple[str, str | None], ServiceConfig] = {}
+        # The Backend per (service, identified kind), asked on every routed request: what it
+        # depends on (settings, credentials) changes only with the kind or in configure().
         self._backends: dict[tuple[str, str | None], Backend] = {}
         self._monitors: dict[str, Monitor] = {}
         self._groups: dict[str, str] = {}
@@ -104,7 +103,6 @@ class ServiceRegistry:
         look again), start fresh ones for new addresses, forget removed ones."""
         now = self.clock()
         self.config = config
-        self._settings.clear()
         self._backends.clear()
         self.policy = health_policy(config.discovery)
         self.hub.queue_size = config.discovery.subscriber_queue
@@ -205,14 +203,14 @@ class ServiceRegistry:
     def backend(self, name: str) -> Backend | None:
         """How to reach service ``name`` (its URL, API flavour, headers, limits)."""
         m = self._monitors.get(name)
-        if m is None:
-            return None
-        key = (name, m.kind)
+        return None if m is None else self._backend_of(m)
+
+    def _backend_of(self, m: Monitor) -> Backend:
+        key = (m.name, m.kind)
         backend = self._backends.get(key)
         if backend is None:
-            backend = self._backends[key] = make_backend(
-                m, self._settings_of(m), self.credentials_for(m)
-            )
+            cfg = settings_for(self.config.services, m.target, m.kind)
+            backend = self._backends[key] = make_backend(m, cfg, self.credentials_for(m))
         return backend
 
     def credentials_for(self, m: Monitor) -> Credentials:
@@ -426,16 +424,8 @@ class ServiceRegistry:
         shared = sum(1 for g in self._groups.values() if g == group) > 1
         return group if shared else None
 
-    def _settings_of(self, m: Monitor) -> ServiceConfig:
-        """The configuration entry of ``m`` as identified now (cached until a reload)."""
-        key = (m.name, m.kind)
-        cfg = self._settings.get(key)
-        if cfg is None:
-            cfg = self._settings[key] = settings_for(self.config.services, m.target, m.kind)
-        return cfg
-
     def _priority(self, m: Monitor) -> int:
-        return self._settings_of(m).priority
+        return self._backend_of(m).priority
 
     def _wall(self, t: float) -> float:
         return time.time() - (self.clock() - t)
