@@ -47,6 +47,7 @@ from routerd_client.protocol_route import RouteEnd, RouteParams
 from .asgi import HttpRequest, Reply
 from .engine import (
     CollectSink,
+    Passthrough,
     close_quietly,
     end_headers,
     model_facts,
@@ -172,6 +173,26 @@ async def generate(front: HttpFront, req: HttpRequest, reply: Reply, conn: Conne
     await _answer(front, reply, conn, params, lines, body.stream, "http:ollama.generate")
 
 
+async def _json_answer(sent: Passthrough, limit: int) -> Any:
+    """The decoded JSON body of a passthrough answer (closed here); raises NotFound when the
+    server refused the request, Unavailable when the answer is too big or not JSON."""
+    response = sent.response
+    try:
+        data = bytearray()
+        async for piece in response.aiter_bytes():
+            data += piece
+            if len(data) > limit:
+                raise Unavailable(f"{sent.service} answered more than {limit} bytes")
+    finally:
+        await close_quietly(response)
+    if response.status_code >= 400:
+        raise NotFound(f"{sent.service} refused the request: HTTP {response.status_code}")
+    try:
+        return msgspec.json.decode(bytes(data))
+    except msgspec.DecodeError:
+        raise Unavailable(f"{sent.service} answered something that is not JSON") from None
+
+
 async def _fill_in(front: HttpFront, reply: Reply, conn: ConnectionInfo, body: GenerateBody,
                    lines: Lines) -> None:  # fmt: skip
     """Fill-in-the-middle through a FIM-capable model's ``/v1/completions``."""
@@ -183,21 +204,7 @@ async def _fill_in(front: HttpFront, reply: Reply, conn: ConnectionInfo, body: G
         front.app, client, conn, path="/v1/completions", body=fim_request(body),
         purpose="completion", needs_fim=True, audit_text=body.prompt,
     )  # fmt: skip
-    response = sent.response
-    try:
-        data = bytearray()
-        async for piece in response.aiter_bytes():
-            data += piece
-            if len(data) > FIM_BODY_MAX:
-                raise Unavailable(f"{sent.service} answered more than {FIM_BODY_MAX} bytes")
-    finally:
-        await close_quietly(response)
-    if response.status_code >= 400:
-        raise NotFound(f"{sent.service} refused the request: HTTP {response.status_code}")
-    try:
-        decoded = msgspec.json.decode(bytes(data))
-    except msgspec.DecodeError:
-        raise Unavailable(f"{sent.service} answered something that is not JSON") from None
+    decoded = await _json_answer(sent, FIM_BODY_MAX)
     text, end = fim_answer(decoded, model=sent.model, service=sent.service,
                            total_s=trio.current_time() - started)  # fmt: skip
     headers = routed_headers(sent.model, sent.service, end.category, None)
@@ -232,23 +239,11 @@ async def _embed(front: HttpFront, req: HttpRequest, reply: Reply, conn: Connect
         front.app, client, conn, path="/v1/embeddings", body=embed_request(body, inputs),
         purpose="embedding", audit_text="\n".join(inputs),
     )  # fmt: skip
-    response = sent.response
+    decoded = await _json_answer(sent, EMBED_BODY_MAX)
     try:
-        data = bytearray()
-        async for piece in response.aiter_bytes():
-            data += piece
-            if len(data) > EMBED_BODY_MAX:
-                raise Unavailable(f"{sent.service} answered more than {EMBED_BODY_MAX} bytes")
-    finally:
-        await close_quietly(response)
-    if response.status_code >= 400:
-        raise NotFound(f"{sent.service} refused the request: HTTP {response.status_code}")
-    try:
-        vectors, tokens = embed_answer(msgspec.json.decode(bytes(data)), model=sent.model,
-                                       count=len(inputs))  # fmt: skip
-    except (msgspec.DecodeError, ValueError) as exc:
-        message = str(exc) if isinstance(exc, ValueError) else "an answer that is not JSON"
-        raise Unavailable(f"{sent.service}: {message}") from None
+        vectors, tokens = embed_answer(decoded, model=sent.model, count=len(inputs))
+    except ValueError as exc:
+        raise Unavailable(f"{sent.service}: {exc}") from None
     headers = [("x-routerd-model", sent.model), ("x-routerd-service", sent.service)]
     if legacy:
         await reply.json(200, {"embedding": vectors[0]}, headers)
